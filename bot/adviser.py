@@ -1,0 +1,374 @@
+"""The adviser: a question in, an Answer out (citations, escalations, warnings); it knows no chat platform."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from bot.answer import Answer, Citation, Escalation
+from bot.contacts import Contacts, load_contacts
+from bot.escalation import EscalationRule, apply_overrides, derive_rules
+from bot.policy_dates import review_warning
+from bot.settings import Settings
+from bot.synonyms import Synonyms, load_synonyms
+from index.clauses import Clause, normalise_number
+from index.embedder import load_encoder
+from index.lexical import tokenize
+from index.store import PolicyIndex, load_or_build
+from index.units import split_segments
+
+log = logging.getLogger(__name__)
+
+CONTACTS_FILE = "contacts.toml"
+SYNONYMS_FILE = "synonyms.toml"
+OVERRIDES_FILE = "escalation_overrides.toml"
+EXAMPLE_QUESTIONS = (
+    "Can I use the council logo on my Facebook page?",
+    "Someone is trolling me online, who do I tell?",
+    "Can I post about a closed committee meeting?",
+)
+_GREETING = re.compile(
+    r"^(?:hi|hello|hey|hiya|yo|help|\?+|morning|afternoon|evening|good\s+(?:morning|afternoon|evening)|"
+    r"thanks|thank\s+you|cheers|what\s+can\s+you\s+do|how\s+does\s+(?:this|it)\s+work|who\s+are\s+you|"
+    r"what\s+are\s+you|start|menu)(?:\s+(?:there|bot|policybot|all|please))?[\s!.?]*$",
+    re.IGNORECASE,
+)
+_FOLLOW_UP = re.compile(r"^(?:and|also|what\s+about|how\s+about|what\s+if|same\s+for|ok\s+and|but)\b", re.IGNORECASE)
+_CLAUSE_REF = re.compile(r"(?<![\w.])(\d+(?:\.\d+)+|\d+\(\d+[A-Z]?\)(?:\([a-z]+\))*)(?![\w])")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Retrieval and abstention constants, with why they are what they are (measured by `policybot eval`)."""
+
+    candidates: int = 64  # units fetched from FAISS per question
+    lexical_weight: float = 0.25  # weight of the max-normalised BM25 score added to the dense cosine
+    citation_margin: float = 0.08  # further clauses are cited while within this of the top fused score
+    max_citations: int = 3
+    # Abstention: answer when the dense evidence is strong on its own, or moderate and backed by the policy's
+    # own words. See `Adviser._covered` for the reasoning.
+    strong_dense: float = 0.55
+    weak_dense: float = 0.30
+    min_coverage: float = 0.34
+
+
+def clean_question(raw: str, limit: int) -> tuple[str, list[str]]:
+    """Normalise a question: drop control and invisible characters, collapse whitespace, cap the length."""
+    notes = []
+    text = unicodedata.normalize("NFKC", raw)
+    text = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text)
+    text = " ".join(text.replace("\ufffd", " ").split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] or text[:limit]
+        notes.append(f"Your question was long, so only its first {limit} characters were used.")
+    return text, notes
+
+
+_SLACK_LINK = re.compile(r"<(?:https?|mailto):[^|>]*\|([^>]*)>")
+_CHAT_TOKEN = re.compile(r"<[@#!][^>]*>|<https?:[^>]*>|</?[a-zA-Z][^>]*>")
+
+
+def strip_markup(text: str) -> str:
+    """The words of a question without chat markup: Slack mentions and links, HTML tags, emphasis characters.
+
+    The question is still echoed as typed; this text is only what gets searched."""
+    text = _SLACK_LINK.sub(r"\1", text)
+    text = _CHAT_TOKEN.sub(" ", text)
+    text = re.sub(r"[*_~`#>|]+", " ", text)
+    return " ".join(text.split())
+
+
+class Adviser:
+    """Answers questions from the council's policies. Build with `Adviser.load(settings)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder,  # noqa: ANN001 - a SentenceTransformer
+        index: PolicyIndex,
+        synonyms: Synonyms,
+        contacts: Contacts,
+        rules: list[EscalationRule],
+        tuning: Tuning | None = None,
+        today: date | None = None,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.index = index
+        self.synonyms = synonyms
+        self.contacts = contacts
+        self.rules = rules
+        self.tuning = tuning or Tuning()
+        self.today = today
+        self._rules_by_clause: dict[tuple[str, str], list[EscalationRule]] = {}
+        for rule in rules:
+            self._rules_by_clause.setdefault((rule.doc_id, rule.clause), []).append(rule)
+
+    @classmethod
+    def load(cls, settings: Settings, progress: bool = False, encoder=None) -> Adviser:  # noqa: ANN001
+        """Load the encoder, then the index (built or rebuilt on first use), synonyms, contacts and rules."""
+        encoder = encoder or load_encoder(settings.model)
+        index = load_or_build(settings.policy_dir, settings.index_dir, encoder, settings.model, progress=progress)
+        return cls.from_index(settings, encoder, index)
+
+    @classmethod
+    def from_index(cls, settings: Settings, encoder, index: PolicyIndex) -> Adviser:  # noqa: ANN001
+        policy_dir = settings.policy_dir
+        rules = apply_overrides(derive_rules(index.documents), policy_dir / OVERRIDES_FILE)
+        return cls(
+            settings,
+            encoder,
+            index,
+            load_synonyms(policy_dir / SYNONYMS_FILE),
+            load_contacts(policy_dir / CONTACTS_FILE),
+            rules,
+        )
+
+    # ----------------------------------------------------------------------------------------------- asking
+    def ask(self, question: str, history: Sequence[str] = ()) -> Answer:
+        """Answer one question. `history` holds the conversation's earlier questions, oldest first, so a
+        short follow-up ("what about Instagram?") is searched together with the question it follows."""
+        if not isinstance(question, str):
+            question = str(question, "utf-8", "replace") if isinstance(question, bytes) else str(question)
+        text, notes = clean_question(question, self.settings.max_question_chars)
+        if not text or not re.search(r"\w", text):
+            return Answer(
+                question=text,
+                answered=False,
+                answer="Please type a question about the council's policies, for example: "
+                + EXAMPLE_QUESTIONS[0],
+                kind="empty",
+                notes=tuple(notes),
+            )
+        if _GREETING.match(strip_markup(text)):
+            return self.help_answer(text)
+        referenced = self._referenced_clause(text)
+        if referenced is not None:
+            return self._clause_answer(text, referenced, notes)
+        search_text = self._with_history(strip_markup(text), [strip_markup(h) for h in history])
+        if not re.search(r"\w", search_text):
+            return self.help_answer(text)
+        return self._retrieve(text, search_text, notes)
+
+    def help_answer(self, text: str = "help") -> Answer:
+        titles = ", ".join(d.meta.title for d in self.index.documents)
+        examples = "\n".join(f"• {q}" for q in EXAMPLE_QUESTIONS)
+        return Answer(
+            question=text,
+            answered=False,
+            answer=(
+                "I answer questions about the council's policies by quoting them, with clause numbers, and I tell "
+                f"you who to contact when a policy says so. I know: {titles}. Try:\n{examples}"
+            ),
+            kind="help",
+        )
+
+    def _with_history(self, text: str, history: Sequence[str]) -> str:
+        if not history:
+            return text
+        content = tokenize(text)
+        if _FOLLOW_UP.match(text) or len(content) <= 3:
+            return f"{history[-1]} {text}"
+        return text
+
+    def _referenced_clause(self, text: str) -> Clause | None:
+        words = text.split()
+        if len(words) > 10:
+            return None
+        for match in _CLAUSE_REF.finditer(text):
+            wanted = normalise_number(match.group(1))
+            for clause in self.index.clauses:
+                if normalise_number(clause.number) == wanted:
+                    return clause
+        return None
+
+    def _clause_answer(self, text: str, clause: Clause, notes: list[str]) -> Answer:
+        citation = self._citation(clause, 1.0, clause.text)
+        escalations = self._escalations(clause, list(range(len(split_segments(clause.text)))))
+        return Answer(
+            question=text,
+            answered=True,
+            answer=f"{clause.number}: “{clause.text}”",
+            citations=(citation,),
+            escalations=tuple(escalations),
+            warnings=self._warnings([clause]),
+            kind="clause",
+            notes=tuple(notes),
+        )
+
+    def _retrieve(self, text: str, search_text: str, notes: list[str]) -> Answer:
+        tuning = self.tuning
+        expanded = self.synonyms.expand(search_text)
+        vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
+        hits = self.index.search_units(vector, tuning.candidates)
+        dense: dict[int, float] = {}
+        for unit_id, score in hits:
+            clause = int(self.index.unit_clause[unit_id])
+            if score > dense.get(clause, -1.0):
+                dense[clause] = score
+        query_terms = tokenize(expanded)
+        lexical = self.index.lexical.scores(query_terms)
+        top_lexical = max(lexical) if lexical else 0.0
+        fused: dict[int, float] = {}
+        for clause, score in dense.items():
+            lex = lexical[clause] / top_lexical if top_lexical > 0 else 0.0
+            fused[clause] = score + tuning.lexical_weight * lex
+        if not fused:
+            return self._abstain(text, notes)
+        ranking = sorted(fused, key=fused.get, reverse=True)
+        best = ranking[0]
+        if not self._covered(dense[best], query_terms, best):
+            return self._abstain(text, notes)
+        chosen = [best] + [
+            c for c in ranking[1:] if fused[c] >= fused[best] - tuning.citation_margin
+        ][: tuning.max_citations - 1]
+        citations = []
+        escalations: list[Escalation] = []
+        headline = []
+        for position, clause_id in enumerate(chosen):
+            clause = self.index.clauses[clause_id]
+            segments = self._answering_segments(clause_id, vector, query_terms)
+            quote = self._quote(clause, segments)
+            citations.append(self._citation(clause, fused[clause_id], quote))
+            if position == 0 or fused[clause_id] >= fused[best] - tuning.citation_margin / 2:
+                for escalation in self._escalations(clause, segments):
+                    if all(e.role.lower() != escalation.role.lower() for e in escalations):
+                        escalations.append(escalation)
+            if position == 0:
+                headline.append(f"{clause.number}: “{quote}”")
+        return Answer(
+            question=text,
+            answered=True,
+            answer=" ".join(headline),
+            citations=tuple(citations),
+            escalations=tuple(escalations),
+            warnings=self._warnings([self.index.clauses[c] for c in chosen]),
+            kind="policy",
+            notes=tuple(notes),
+        )
+
+    def _covered(self, top_dense: float, query_terms: list[str], clause_id: int) -> bool:
+        """Does the policy answer this? MiniLM cosines of answerable and out-of-scope questions overlap (a
+        question about email passwords scores near one about social-media passwords), so a single cosine
+        cut-off either abstains on real questions or answers off-topic ones. Two signals together separate them
+        better: the dense score, and how much of the question's vocabulary (IDF-weighted) the corpus knows at
+        all. A high cosine answers on its own; a middling one must be backed by the policy's own words."""
+        tuning = self.tuning
+        if top_dense >= tuning.strong_dense:
+            return True
+        if top_dense < tuning.weak_dense:
+            return False
+        return self._coverage(query_terms) >= tuning.min_coverage
+
+    def _coverage(self, query_terms: list[str]) -> float:
+        lexical = self.index.lexical
+        unique = set(query_terms)
+        if not unique:
+            return 0.0
+        default_idf = max(lexical.idf.values(), default=1.0)
+        weights = {t: lexical.idf.get(t, default_idf) for t in unique}
+        known = sum(w for t, w in weights.items() if lexical.known(t))
+        return known / sum(weights.values())
+
+    def _answering_segments(self, clause_id: int, vector: np.ndarray, query_terms: list[str]) -> list[int]:
+        """The segment(s) of a clause that answer the question: the best by cosine plus shared policy words."""
+        units = [i for i, u in enumerate(self.index.units) if u.clause == clause_id and u.kind == "sentence"]
+        if not units:
+            return [0]
+        terms = set(query_terms)
+        scored = []
+        for unit_id in units:
+            unit = self.index.units[unit_id]
+            stored = self.index.faiss_index.reconstruct(unit_id)
+            overlap = len(terms & set(tokenize(unit.text))) / (len(terms) or 1)
+            scored.append((float(np.dot(stored, vector)) + 0.3 * overlap, unit.segment))
+        scored.sort(reverse=True)
+        best_score = scored[0][0]
+        return [segment for score, segment in scored if score >= best_score - 0.02]
+
+    def _quote(self, clause: Clause, segments: list[int]) -> str:
+        """The verbatim sentence(s) holding the answering segments, plus an anaphoric rule sentence that governs
+        them ("If in doubt, contact the chief executive.")."""
+        parts = split_segments(clause.text)
+        sentences = []
+        for sentence in _sentences_of(clause.text):
+            covered = [i for i, part in enumerate(parts) if part in sentence]
+            if any(i in segments for i in covered):
+                sentences.append(sentence)
+        for rule in self._rules_by_clause.get((clause.doc_id, clause.number), []):
+            if set(rule.segments) & set(segments) and rule.sentence not in " ".join(sentences):
+                sentences.append(rule.sentence)
+        ordered = [s for s in _sentences_of(clause.text) if s in sentences]
+        return " ".join(ordered) or clause.text
+
+    def _escalations(self, clause: Clause, segments: list[int]) -> list[Escalation]:
+        """Escalate from the sentence that answers the question, not from the clause as a whole."""
+        result = []
+        for rule in self._rules_by_clause.get((clause.doc_id, clause.number), []):
+            if rule.segments and not set(rule.segments) & set(segments):
+                continue
+            for role in rule.roles:
+                result.append(
+                    Escalation(role, rule.sentence, clause.number, rule.action, self.contacts.lookup(role),
+                               doc_id=clause.doc_id)
+                )
+        return result
+
+    def _abstain(self, text: str, notes: list[str]) -> Answer:
+        owner = next((d.meta.owner for d in self.index.documents if d.meta.owner), "")
+        role = self.contacts.fallback_role
+        contact = self.contacts.lookup(role)
+        reason = "The policies do not cover this question; ask them instead."
+        fallback = [Escalation(role, reason, "", "advice", contact, required=False)]
+        if owner:
+            fallback.append(
+                Escalation("policy owner", f"{owner} owns the policy.", "", "advice",
+                           self.contacts.lookup("policy owner").__class__(role="policy owner", name=owner,
+                                                                         configured=True),
+                           required=False)
+            )
+        return Answer(
+            question=text,
+            answered=False,
+            answer=(
+                "The council's policies I know do not cover this, so I won't guess. "
+                f"Please ask {role}" + (f" or the policy owner, {owner}" if owner else "") + "."
+            ),
+            escalations=tuple(fallback),
+            warnings=(),
+            kind="abstain",
+            notes=tuple(notes),
+        )
+
+    def _citation(self, clause: Clause, score: float, quote: str) -> Citation:
+        document = self.index.doc_by_id[clause.doc_id]
+        return Citation(
+            document=document.meta.title,
+            doc_id=clause.doc_id,
+            clause=clause.number,
+            title=clause.section_label,
+            text=clause.text,
+            score=float(score),
+            version_date=document.meta.version_date,
+            quote=quote,
+        )
+
+    def _warnings(self, clauses: list[Clause]) -> tuple[str, ...]:
+        warnings = []
+        for doc_id in dict.fromkeys(c.doc_id for c in clauses):
+            warning = review_warning(self.index.doc_by_id[doc_id].meta, self.today or date.today())
+            if warning:
+                warnings.append(warning)
+        return tuple(warnings)
+
+
+def _sentences_of(text: str) -> list[str]:
+    from index.units import split_sentences
+
+    return split_sentences(text)

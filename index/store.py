@@ -1,0 +1,220 @@
+"""Build, persist, verify and load the policy index (FAISS vectors + clause metadata + manifest).
+
+Layout under the data folder:  index/CURRENT names the live build; index/builds/<id>/ holds faiss.index,
+units.json and manifest.json. A build is written to its own folder and only then made live by atomically
+replacing CURRENT, so a process killed mid-build leaves the previous index serving, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.clauses import Clause, Document, DocumentMeta
+from index.lexical import BM25
+from index.readers import fingerprint, load_documents, policy_files
+from index.units import CuratedQuestion, Unit, build_units, load_curated
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 3
+CURATED_FILE = "curated_questions.toml"
+
+
+class IndexCorrupt(Exception):
+    pass
+
+
+@dataclass
+class PolicyIndex:
+    """Everything a search needs, in memory: documents, clauses, units, their vectors in FAISS, and BM25."""
+
+    documents: list[Document]
+    clauses: list[Clause]
+    units: list[Unit]
+    faiss_index: object
+    manifest: dict
+    curated: list[CuratedQuestion]
+    build_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.lexical = BM25([self._lexical_text(i) for i in range(len(self.clauses))])
+        self.doc_by_id = {d.doc_id: d for d in self.documents}
+        self.unit_clause = np.array([u.clause for u in self.units], dtype=np.int64)
+
+    def _lexical_text(self, i: int) -> str:
+        clause = self.clauses[i]
+        curated = " ".join(u.text for u in self.units if u.clause == i and u.kind == "curated")
+        return f"{clause.section_title} {clause.text} {curated}"
+
+    def search_units(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Nearest units by cosine similarity, best first. FAISS pads a short result list with id -1: dropped."""
+        k = max(1, min(k, len(self.units)))
+        scores, ids = self.faiss_index.search(vector.reshape(1, -1).astype(np.float32), k)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i >= 0]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    result = {}
+    for package in ("faiss-cpu", "sentence-transformers", "torch", "numpy"):
+        try:
+            result[package] = version(package)
+        except PackageNotFoundError:
+            result[package] = "missing"
+    return result
+
+
+def policy_fingerprint(policy_dir: Path) -> str:
+    return fingerprint(policy_files(policy_dir), [policy_dir / CURATED_FILE])
+
+
+def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
+    """Parse `policy_dir` and embed every unit. Raises readers.PolicyError for unusable policy files."""
+    import faiss
+
+    started = time.perf_counter()
+    documents = load_documents(policy_dir)
+    curated = load_curated(policy_dir / CURATED_FILE)
+    clauses, units = build_units(documents, curated)
+    vectors = encoder.encode(
+        [u.text for u in units],
+        batch_size=64,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=progress,
+    ).astype(np.float32)
+    faiss_index = faiss.IndexFlatIP(vectors.shape[1])
+    faiss_index.add(vectors)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "policy_hash": policy_fingerprint(policy_dir),
+        "model": model_name,
+        "dimension": int(vectors.shape[1]),
+        "versions": _versions(),
+        "documents": len(documents),
+        "clauses": len(clauses),
+        "units": len(units),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    seconds = time.perf_counter() - started
+    manifest["build_seconds"] = round(seconds, 3)
+    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, seconds)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_index(index: PolicyIndex, index_dir: Path) -> Path:
+    """Write the index to a fresh build folder, then make it live by atomically replacing CURRENT."""
+    import faiss
+
+    builds = index_dir / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    build_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    staging = builds / f".{build_id}.partial"
+    staging.mkdir()
+    faiss.write_index(index.faiss_index, str(staging / "faiss.index"))
+    payload = {
+        "documents": [
+            {"doc_id": d.doc_id, "path": d.path, "meta": asdict(d.meta), "clauses": [asdict(c) for c in d.clauses]}
+            for d in index.documents
+        ],
+        "units": [asdict(u) for u in index.units],
+        "curated": [asdict(q) for q in index.curated],
+    }
+    (staging / "units.json").write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    manifest = dict(index.manifest)
+    manifest["files"] = {name: _sha256(staging / name) for name in ("faiss.index", "units.json")}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    for name in ("faiss.index", "units.json", "manifest.json"):
+        with (staging / name).open("rb") as handle:
+            os.fsync(handle.fileno())
+    final = builds / build_id
+    staging.rename(final)
+    pointer = index_dir / "CURRENT.tmp"
+    pointer.write_text(build_id, encoding="utf-8")
+    os.replace(pointer, index_dir / "CURRENT")
+    _prune(builds, keep=build_id)
+    return final
+
+
+def _prune(builds: Path, keep: str) -> None:
+    """Remove old builds and abandoned partial ones, keeping the live build and the one before it."""
+    finished = sorted((p for p in builds.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    for old in finished[:-2]:
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for partial in builds.glob(".*.partial"):
+        if time.time() - partial.stat().st_mtime > 3600:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def load_index(index_dir: Path) -> PolicyIndex:
+    """Load the live build, verifying every file against the manifest's checksums. Raises IndexCorrupt."""
+    import faiss
+
+    try:
+        build_id = (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
+        folder = index_dir / "builds" / build_id
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT_VERSION:
+            raise IndexCorrupt(f"index format {manifest.get('format')} is not {FORMAT_VERSION}")
+        for name, expected in manifest["files"].items():
+            if _sha256(folder / name) != expected:
+                raise IndexCorrupt(f"{name} does not match its checksum (truncated or corrupt)")
+        payload = json.loads((folder / "units.json").read_text(encoding="utf-8"))
+        faiss_index = faiss.read_index(str(folder / "faiss.index"))
+    except IndexCorrupt:
+        raise
+    except FileNotFoundError as exc:
+        raise IndexCorrupt(f"missing index file: {exc.filename}") from exc
+    except Exception as exc:
+        raise IndexCorrupt(f"unreadable index ({type(exc).__name__}: {exc})") from exc
+    documents = []
+    for d in payload["documents"]:
+        meta = d["meta"]
+        meta["raw"] = tuple(tuple(pair) for pair in meta.get("raw", ()))
+        clauses = tuple(Clause(**c) for c in d["clauses"])
+        documents.append(Document(d["doc_id"], d["path"], DocumentMeta(**meta), clauses))
+    clauses = [c for d in documents for c in d.clauses]
+    units = [Unit(**u) for u in payload["units"]]
+    if faiss_index.ntotal != len(units):
+        raise IndexCorrupt(f"FAISS holds {faiss_index.ntotal} vectors for {len(units)} units")
+    curated = [CuratedQuestion(**q) for q in payload.get("curated", [])]
+    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, manifest.get("build_seconds", 0.0))
+
+
+def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
+    """The index for the current policy files: loaded when its manifest matches, otherwise (re)built and saved.
+
+    A corrupt or truncated index is logged and rebuilt, never a crash.
+    """
+    wanted_hash = policy_fingerprint(policy_dir)
+    try:
+        index = load_index(index_dir)
+    except IndexCorrupt as exc:
+        if (index_dir / "CURRENT").exists():
+            log.warning("index at %s is unusable (%s); rebuilding", index_dir, exc)
+        index = None
+    if index is not None:
+        manifest = index.manifest
+        if manifest.get("policy_hash") == wanted_hash and manifest.get("model") == model_name:
+            return index
+        log.info("policy files or model changed since the index was built; rebuilding")
+    index = build_index(policy_dir, encoder, model_name, progress=progress)
+    save_index(index, index_dir)
+    return index
