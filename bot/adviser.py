@@ -16,12 +16,13 @@ from bot.contacts import Contacts, load_contacts
 from bot.escalation import EscalationRule, apply_overrides, derive_rules
 from bot.policy_dates import review_warning
 from bot.settings import Settings
+from bot.spelling import Speller
 from bot.synonyms import Synonyms, load_synonyms
 from index.clauses import Clause, normalise_number
 from index.embedder import load_encoder
 from index.lexical import tokenize
 from index.store import PolicyIndex, load_or_build
-from index.units import split_segments
+from index.units import segment_blocks, split_segments
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,12 @@ class Tuning:
     lexical_weight: float = 0.25  # weight of the max-normalised BM25 score added to the dense cosine
     citation_margin: float = 0.08  # further clauses are cited while within this of the top fused score
     max_citations: int = 3
+    segment_overlap_weight: float = 1.0  # see Adviser._answering_segments
     # Abstention: answer when the dense evidence is strong on its own, or moderate and backed by the policy's
     # own words. See `Adviser._covered` for the reasoning.
-    strong_dense: float = 0.55
-    weak_dense: float = 0.30
-    min_coverage: float = 0.34
+    strong_dense: float = 0.64
+    weak_dense: float = 0.45
+    max_unknown: float = 0.30
 
 
 def clean_question(raw: str, limit: int) -> tuple[str, list[str]]:
@@ -97,6 +99,7 @@ class Adviser:
         rules: list[EscalationRule],
         tuning: Tuning | None = None,
         today: date | None = None,
+        speller: Speller | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
@@ -106,6 +109,8 @@ class Adviser:
         self.rules = rules
         self.tuning = tuning or Tuning()
         self.today = today
+        self.speller = speller
+        self._synonym_terms = {t for key in synonyms.table for t in tokenize(key)}
         self._rules_by_clause: dict[tuple[str, str], list[EscalationRule]] = {}
         for rule in rules:
             self._rules_by_clause.setdefault((rule.doc_id, rule.clause), []).append(rule)
@@ -121,14 +126,12 @@ class Adviser:
     def from_index(cls, settings: Settings, encoder, index: PolicyIndex) -> Adviser:  # noqa: ANN001
         policy_dir = settings.policy_dir
         rules = apply_overrides(derive_rules(index.documents), policy_dir / OVERRIDES_FILE)
-        return cls(
-            settings,
-            encoder,
-            index,
-            load_synonyms(policy_dir / SYNONYMS_FILE),
-            load_contacts(policy_dir / CONTACTS_FILE),
-            rules,
-        )
+        synonyms = load_synonyms(policy_dir / SYNONYMS_FILE)
+        vocabulary = [word for unit in index.units for word in re.findall(r"[A-Za-z]+", unit.text)]
+        vocabulary += [word for key, targets in synonyms.table.items() for phrase in (key, *targets)
+                       for word in phrase.split()]
+        return cls(settings, encoder, index, synonyms, load_contacts(policy_dir / CONTACTS_FILE), rules,
+                   speller=Speller(vocabulary))
 
     # ----------------------------------------------------------------------------------------------- asking
     def ask(self, question: str, history: Sequence[str] = ()) -> Answer:
@@ -204,6 +207,8 @@ class Adviser:
 
     def _retrieve(self, text: str, search_text: str, notes: list[str]) -> Answer:
         tuning = self.tuning
+        if self.speller is not None:
+            search_text = self.speller.correct(search_text)
         expanded = self.synonyms.expand(search_text)
         vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
         hits = self.index.search_units(vector, tuning.candidates)
@@ -213,6 +218,7 @@ class Adviser:
             if score > dense.get(clause, -1.0):
                 dense[clause] = score
         query_terms = tokenize(expanded)
+        question_terms = tokenize(search_text)
         lexical = self.index.lexical.scores(query_terms)
         top_lexical = max(lexical) if lexical else 0.0
         fused: dict[int, float] = {}
@@ -223,7 +229,7 @@ class Adviser:
             return self._abstain(text, notes)
         ranking = sorted(fused, key=fused.get, reverse=True)
         best = ranking[0]
-        if not self._covered(dense[best], query_terms, best):
+        if not self._covered(dense[best], question_terms):
             return self._abstain(text, notes)
         chosen = [best] + [
             c for c in ranking[1:] if fused[c] >= fused[best] - tuning.citation_margin
@@ -253,44 +259,59 @@ class Adviser:
             notes=tuple(notes),
         )
 
-    def _covered(self, top_dense: float, query_terms: list[str], clause_id: int) -> bool:
+    def _covered(self, top_dense: float, question_terms: list[str]) -> bool:
         """Does the policy answer this? MiniLM cosines of answerable and out-of-scope questions overlap (a
-        question about email passwords scores near one about social-media passwords), so a single cosine
-        cut-off either abstains on real questions or answers off-topic ones. Two signals together separate them
-        better: the dense score, and how much of the question's vocabulary (IDF-weighted) the corpus knows at
-        all. A high cosine answers on its own; a middling one must be backed by the policy's own words."""
+        question about the council's own Facebook page scores near one about a councillor's), so one cosine
+        cut-off either abstains on real questions or answers off-topic ones. Two signals together do better:
+        a high cosine answers on its own; a middling one answers only when the question's own words (IDF-
+        weighted, after spelling correction) are mostly words the policies or the synonym table know, since an
+        off-topic question usually turns on a word no policy uses ("allowance", "laptop", "bin collections").
+        The constants were calibrated on the development gold set with all-MiniLM-L6-v2 (see docs/benchmarks.md);
+        another model needs `policybot eval` to recalibrate them."""
         tuning = self.tuning
         if top_dense >= tuning.strong_dense:
             return True
         if top_dense < tuning.weak_dense:
             return False
-        return self._coverage(query_terms) >= tuning.min_coverage
+        return self._unknown_share(question_terms) < tuning.max_unknown
 
-    def _coverage(self, query_terms: list[str]) -> float:
+    def _unknown_share(self, terms: list[str]) -> float:
+        """The IDF-weighted share of a question's terms that neither the policies nor the synonym table know."""
         lexical = self.index.lexical
-        unique = set(query_terms)
+        unique = set(terms)
         if not unique:
-            return 0.0
+            return 1.0
         default_idf = max(lexical.idf.values(), default=1.0)
         weights = {t: lexical.idf.get(t, default_idf) for t in unique}
-        known = sum(w for t, w in weights.items() if lexical.known(t))
-        return known / sum(weights.values())
+        unknown = sum(w for t, w in weights.items() if not lexical.known(t) and t not in self._synonym_terms)
+        return unknown / sum(weights.values())
 
     def _answering_segments(self, clause_id: int, vector: np.ndarray, query_terms: list[str]) -> list[int]:
-        """The segment(s) of a clause that answer the question: the best by cosine plus shared policy words."""
-        units = [i for i, u in enumerate(self.index.units) if u.clause == clause_id and u.kind == "sentence"]
-        if not units:
-            return [0]
+        """The segments of a clause that answer the question: the best block (a segment with any sentence that
+        points back to it), scored by the best cosine of its text or of a curated wording attached to it, plus
+        the IDF-weighted share of the question's words it contains: words that set one part of a clause apart
+        ("personal security" in 5.5) decide between parts the encoder finds equally close."""
+        clause = self.index.clauses[clause_id]
+        blocks = {block[0]: block for block in segment_blocks(split_segments(clause.text))}
+        units = [i for i in self.index.units_of_clause(clause_id) if self.index.units[i].segment >= 0]
+        if not units or len(blocks) == 1:
+            return [p for block in blocks.values() for p in block]
+        idf = self.index.lexical.idf
         terms = set(query_terms)
-        scored = []
+        total = sum(idf.get(t, 0.0) for t in terms) or 1.0
+        best: dict[int, float] = {}
+        overlap: dict[int, float] = {}
         for unit_id in units:
             unit = self.index.units[unit_id]
-            stored = self.index.faiss_index.reconstruct(unit_id)
-            overlap = len(terms & set(tokenize(unit.text))) / (len(terms) or 1)
-            scored.append((float(np.dot(stored, vector)) + 0.3 * overlap, unit.segment))
-        scored.sort(reverse=True)
-        best_score = scored[0][0]
-        return [segment for score, segment in scored if score >= best_score - 0.02]
+            cosine = float(np.dot(self.index.faiss_index.reconstruct(unit_id), vector))
+            best[unit.segment] = max(best.get(unit.segment, -1.0), cosine)
+            if unit.kind == "sentence":
+                shared = terms & set(tokenize(unit.text))
+                overlap[unit.segment] = sum(idf.get(t, 0.0) for t in shared) / total
+        weight = self.tuning.segment_overlap_weight
+        scored = {first: score + weight * overlap.get(first, 0.0) for first, score in best.items() if first in blocks}
+        top = max(scored.values())
+        return sorted(p for first, score in scored.items() if score >= top - 0.02 for p in blocks[first])
 
     def _quote(self, clause: Clause, segments: list[int]) -> str:
         """The verbatim sentence(s) holding the answering segments, plus an anaphoric rule sentence that governs

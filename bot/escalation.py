@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from index.clauses import Clause, Document
-from index.units import split_segments
+from index.units import segment_blocks, split_segments
 
 # Head nouns that make a noun phrase a person or body one can contact; "their prior written consent" (8.2:
 # customers, partners, suppliers) has none, so it is not an escalation.
@@ -38,10 +38,6 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _STOP = re.compile(r"\b(?:for|under|with|before|after|if|in|on|as|by|who|which|that|unless|when|where|"
                    r"within|without|about|regarding|immediately|must|should|will|may|can)\b.*$", re.IGNORECASE)
-_ANAPHORIC = re.compile(r"^(?:if\s+in\s+doubt|in\s+such\s+(?:instances|cases|circumstances)|in\s+these\s+"
-                        r"(?:instances|cases|circumstances)|in\s+that\s+case|if\s+so|where\s+this\s+(?:is|happens))\b",
-                        re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class EscalationRule:
@@ -90,6 +86,7 @@ def _split_roles(phrase: str) -> list[str]:
 
 def rules_for_clause(clause: Clause) -> list[EscalationRule]:
     segments = split_segments(clause.text)
+    block_of = {position: block for block in segment_blocks(segments) for position in block}
     rules: list[EscalationRule] = []
     for position, segment in enumerate(segments):
         found: list[tuple[str, list[str]]] = []
@@ -104,10 +101,7 @@ def rules_for_clause(clause: Clause) -> list[EscalationRule]:
         roles: list[str] = []
         for _, names in found:
             roles.extend(r for r in names if r.lower() not in {x.lower() for x in roles})
-        governed = [position]
-        if _ANAPHORIC.match(segment) and position > 0:
-            governed.append(position - 1)
-        governed_segments = tuple(sorted(governed))
+        governed_segments = tuple(block_of[position])
         rules.append(EscalationRule(clause.doc_id, clause.number, tuple(roles), action, segment, governed_segments))
     return rules
 

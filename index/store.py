@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from index.readers import fingerprint, load_documents, policy_files
 from index.units import CuratedQuestion, Unit, build_units, load_curated
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 3
+FORMAT_VERSION = 5
 CURATED_FILE = "curated_questions.toml"
 
 
@@ -48,6 +48,12 @@ class PolicyIndex:
         self.lexical = BM25([self._lexical_text(i) for i in range(len(self.clauses))])
         self.doc_by_id = {d.doc_id: d for d in self.documents}
         self.unit_clause = np.array([u.clause for u in self.units], dtype=np.int64)
+        self._units_by_clause: dict[int, list[int]] = {}
+        for position, unit in enumerate(self.units):
+            self._units_by_clause.setdefault(unit.clause, []).append(position)
+
+    def units_of_clause(self, clause: int) -> list[int]:
+        return self._units_by_clause.get(clause, [])
 
     def _lexical_text(self, i: int) -> str:
         clause = self.clauses[i]
@@ -92,6 +98,7 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
         convert_to_numpy=True,
         show_progress_bar=progress,
     ).astype(np.float32)
+    units = assign_curated_segments(units, vectors)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])
     faiss_index.add(vectors)
     manifest = {
@@ -108,6 +115,23 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
     seconds = time.perf_counter() - started
     manifest["build_seconds"] = round(seconds, 3)
     return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, seconds)
+
+
+def assign_curated_segments(units: list[Unit], vectors: np.ndarray) -> list[Unit]:
+    """Give each curated wording the segment of its clause it is closest to, so a question matching a wording
+    about 5.5's security exception quotes (and escalates from) that exception, not the rule before it."""
+    segments_of: dict[int, list[int]] = {}
+    for position, unit in enumerate(units):
+        if unit.kind == "sentence":
+            segments_of.setdefault(unit.clause, []).append(position)
+    result = list(units)
+    for position, unit in enumerate(units):
+        candidates = segments_of.get(unit.clause)
+        if unit.kind != "curated" or not candidates:
+            continue
+        scores = vectors[candidates] @ vectors[position]
+        result[position] = replace(unit, segment=units[candidates[int(np.argmax(scores))]].segment)
+    return result
 
 
 def _sha256(path: Path) -> str:

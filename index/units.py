@@ -39,6 +39,26 @@ def split_segments(text: str) -> list[str]:
     return segments
 
 
+# A sentence that opens by pointing back ("If in doubt, ...", "In such instances, ...") belongs with the
+# segment before it: together they are one thing the policy says.
+ANAPHORIC = re.compile(
+    r"^(?:if\s+in\s+doubt|in\s+such\s+(?:instances|cases|circumstances)|in\s+these\s+(?:instances|cases|"
+    r"circumstances)|in\s+that\s+case|if\s+so|where\s+this\s+(?:is|happens))\b",
+    re.IGNORECASE,
+)
+
+
+def segment_blocks(segments: list[str]) -> list[list[int]]:
+    """Group segment positions into blocks: an anaphoric segment joins the block of the segment before it."""
+    blocks: list[list[int]] = []
+    for position, segment in enumerate(segments):
+        if blocks and ANAPHORIC.match(segment):
+            blocks[-1].append(position)
+        else:
+            blocks.append([position])
+    return blocks
+
+
 @dataclass(frozen=True)
 class Unit:
     """One indexed text. `clause` is the index of the clause it cites; `kind` is clause | sentence | curated;
@@ -107,10 +127,12 @@ def build_units(documents: list[Document], curated: list[CuratedQuestion]) -> tu
             parent_text = lead_in(clause, by_number)
             units.append(Unit(index, "clause", context_text(clause, parent_text)))
             segments = split_segments(clause.text)
-            if len(segments) > 1:
-                for position, segment in enumerate(segments):
-                    text = f"{parent_text} {segment}" if parent_text else segment
-                    units.append(Unit(index, "sentence", text, position))
+            blocks = segment_blocks(segments)
+            if len(blocks) > 1:
+                for block in blocks:
+                    block_text = " ".join(segments[i] for i in block)
+                    text = f"{parent_text} {block_text}" if parent_text else block_text
+                    units.append(Unit(index, "sentence", text, block[0]))
     lookup: dict[tuple[str, str], int] = {}
     for i, clause in enumerate(clauses):
         lookup.setdefault(("", normalise_number(clause.number)), i)

@@ -86,7 +86,7 @@ def test_enormous_question_is_truncated_with_a_note(adviser):
 
 def test_markup_in_question_is_treated_as_text(adviser):
     """Slack/Teams markup in a question is just text to the adviser; the question is echoed unchanged."""
-    question = "<!channel> <@U123> **bold** <https://evil.example|click> can I use the logo?"
+    question = "<!channel> <@U123> can I use the *council logo* on my <https://evil.example|website>?"
     answer = adviser.ask(question)
     assert answer.question == question
     assert answer.answered

@@ -14,12 +14,12 @@ from bot.evaluate import evaluate, load_gold, same_answer
 
 GOLD = Path(__file__).parent / "gold" / "seed_gold.jsonl"
 THRESHOLDS = {
-    "hit@1": 0.64,
-    "recall@3": 0.70,
-    "false_abstention_max": 0.10,
-    "oos_abstention": 0.55,
-    "escalation_precision": 0.75,
-    "escalation_recall": 0.65,
+    "hit@1": 0.90,
+    "recall@3": 0.93,
+    "false_abstention_max": 0.05,
+    "oos_abstention": 0.83,
+    "escalation_precision": 0.94,
+    "escalation_recall": 0.82,
 }
 
 

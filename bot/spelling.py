@@ -1,0 +1,53 @@
+"""Spelling correction for questions, biased towards the policies' own vocabulary ("facebok" -> "facebook")."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+
+
+class Speller:
+    """Corrects words that are neither English (pyspellchecker's dictionary) nor the policies' or synonym table's
+    own words, at edit distance 1 only: cheap enough to run on every question, and conservative, so slang the
+    synonym table knows ("insta", "cllr") and real words ("dress") are never "corrected"."""
+
+    def __init__(self, vocabulary: Iterable[str]) -> None:
+        from spellchecker import SpellChecker
+
+        self._checker = SpellChecker(distance=1)
+        self._own = {w.lower() for w in vocabulary if w.isalpha() and len(w) > 2}
+
+    def _frequency(self, word: str) -> int:
+        return self._checker.word_frequency[word] if word in self._checker else 0
+
+    def suggest(self, word: str) -> str | None:
+        """The correction for one lower-case word, or None to leave it alone.
+
+        An unknown word becomes its closest policy word if there is one (the policies' words outrank general
+        English: "folowers" -> "followers", not "flowers"), else the commonest English word one edit away. A rare
+        English word becomes a policy word one edit away that is ten times commoner ("breech" -> "breach")."""
+        if len(word) < 4 or "'" in word or word in self._own:
+            return None
+        frequency = self._frequency(word)
+        if frequency >= 2000:
+            return None
+        edits = self._checker.edit_distance_1(word)
+        own = sorted((c for c in edits if c in self._own), key=self._frequency, reverse=True)
+        if frequency:
+            if own and frequency < 2000 and self._frequency(own[0]) >= 10 * frequency:
+                return own[0]
+            return None
+        if own:
+            return own[0]
+        english = [c for c in edits if c in self._checker]
+        return max(english, key=self._frequency) if english else None
+
+    def correct(self, text: str) -> str:
+        def fix(match: re.Match[str]) -> str:
+            word = match.group(0)
+            suggestion = self.suggest(word.lower().replace("’", "'"))
+            return suggestion or word
+
+        return _WORD.sub(fix, text)
