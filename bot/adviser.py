@@ -21,6 +21,7 @@ from bot.synonyms import Synonyms, load_synonyms
 from index.clauses import Clause, normalise_number
 from index.embedder import load_encoder
 from index.lexical import tokenize
+from index.search import hybrid_rank
 from index.store import PolicyIndex, load_or_build
 from index.units import segment_blocks, split_segments
 
@@ -53,8 +54,11 @@ class Tuning:
     citation_margin: float = 0.08  # further clauses are cited while within this of the top fused score
     max_citations: int = 3
     segment_overlap_weight: float = 1.0  # see Adviser._answering_segments
-    # Abstention: answer when the dense evidence is strong on its own, or moderate and backed by the policy's
-    # own words. See `Adviser._covered` for the reasoning.
+    # Abstention (see `Adviser._covered`): the dense score that answers on its own, and the one below which the
+    # adviser always abstains, are quantiles of the scores off-topic background questions reach in this index;
+    # the constants are used only when an index has no background scores.
+    strong_quantile: float = 0.95
+    weak_quantile: float = 0.75
     strong_dense: float = 0.64
     weak_dense: float = 0.45
     max_unknown: float = 0.30
@@ -211,23 +215,12 @@ class Adviser:
             search_text = self.speller.correct(search_text)
         expanded = self.synonyms.expand(search_text)
         vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
-        hits = self.index.search_units(vector, tuning.candidates)
-        dense: dict[int, float] = {}
-        for unit_id, score in hits:
-            clause = int(self.index.unit_clause[unit_id])
-            if score > dense.get(clause, -1.0):
-                dense[clause] = score
         query_terms = tokenize(expanded)
         question_terms = tokenize(search_text)
-        lexical = self.index.lexical.scores(query_terms)
-        top_lexical = max(lexical) if lexical else 0.0
-        fused: dict[int, float] = {}
-        for clause, score in dense.items():
-            lex = lexical[clause] / top_lexical if top_lexical > 0 else 0.0
-            fused[clause] = score + tuning.lexical_weight * lex
-        if not fused:
+        result = hybrid_rank(self.index, vector, query_terms, tuning.candidates, tuning.lexical_weight)
+        ranking, fused, dense = result.order, result.fused, result.dense
+        if not ranking:
             return self._abstain(text, notes)
-        ranking = sorted(fused, key=fused.get, reverse=True)
         best = ranking[0]
         if not self._covered(dense[best], question_terms):
             return self._abstain(text, notes)
@@ -266,14 +259,25 @@ class Adviser:
         a high cosine answers on its own; a middling one answers only when the question's own words (IDF-
         weighted, after spelling correction) are mostly words the policies or the synonym table know, since an
         off-topic question usually turns on a word no policy uses ("allowance", "laptop", "bin collections").
-        The constants were calibrated on the development gold set with all-MiniLM-L6-v2 (see docs/benchmarks.md);
-        another model needs `policybot eval` to recalibrate them."""
-        tuning = self.tuning
-        if top_dense >= tuning.strong_dense:
+        Both dense thresholds are calibrated per index: they are quantiles (95th, 75th) of the best scores that
+        120 off-topic background questions (index/background_questions.txt) reach against this council's
+        policies with this model, so a larger corpus, curated wordings or another model move them too."""
+        strong, weak = self.abstention_thresholds
+        if top_dense >= strong:
             return True
-        if top_dense < tuning.weak_dense:
+        if top_dense < weak:
             return False
-        return self._unknown_share(question_terms) < tuning.max_unknown
+        return self._unknown_share(question_terms) < self.tuning.max_unknown
+
+    @property
+    def abstention_thresholds(self) -> tuple[float, float]:
+        """(strong, weak) dense thresholds, calibrated on this index's background scores when it has them."""
+        tuning = self.tuning
+        background = self.index.manifest.get("background") or []
+        if len(background) < 20:
+            return tuning.strong_dense, tuning.weak_dense
+        scores = np.asarray(background)
+        return float(np.quantile(scores, tuning.strong_quantile)), float(np.quantile(scores, tuning.weak_quantile))
 
     def _unknown_share(self, terms: list[str]) -> float:
         """The IDF-weighted share of a question's terms that neither the policies nor the synonym table know."""

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():  # noqa: ANN202
     """Commands contributed by optional modules (record store, benchmarks, Teams packaging)."""
     commands = []
-    for module_name in ("bot.record", "bot.bench", "bot.teams_package"):
+    for module_name in ("bot.record", "bot.bench", "bot.bench_quality", "bot.teams_package"):
         try:
             module = __import__(module_name, fromlist=["add_commands"])
         except ImportError:

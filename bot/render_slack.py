@@ -119,14 +119,14 @@ def _mrkdwn(text: str) -> dict:
 
 
 def _plain(text: str, limit: int) -> dict:
-    return {"type": "plain_text", "text": fit_plain(text, limit) or " ", "emoji": True}
+    return {"type": "plain_text", "text": fit_plain(text, limit) or "…", "emoji": True}
 
 
 def section(text: str, accessory: dict | None = None) -> dict:
     """A section from already-escaped mrkdwn; cut at the limit as a last guard."""
     if len(text) > MAX_SECTION:
         text = _PARTIAL_ENTITY.sub("", text[: MAX_SECTION - 1]) + "…"
-    block = {"type": "section", "text": _mrkdwn(text)}
+    block = {"type": "section", "text": _mrkdwn(text if text.strip() else "…")}  # Slack rejects blank text
     if accessory is not None:
         block["accessory"] = accessory
     return block
@@ -138,7 +138,7 @@ def context(*texts: str) -> dict:
     for text in texts[:10]:
         if len(text) > MAX_CONTEXT:
             text = _PARTIAL_ENTITY.sub("", text[: MAX_CONTEXT - 1]) + "…"
-        elements.append(_mrkdwn(text))
+        elements.append(_mrkdwn(text if text.strip() else "…"))
     return {"type": "context", "elements": elements}
 
 
@@ -167,7 +167,12 @@ def actions(*elements: dict) -> dict:
 
 def message(text: str, blocks: Sequence[dict]) -> dict:
     """A message payload: blocks capped at Slack's 50, and the escaped plain `text` Slack uses for notifications."""
-    return {"text": fit_mrkdwn(text, MAX_FALLBACK) if text else " ", "blocks": cap_blocks(list(blocks))}
+    return {"text": fallback_text(text), "blocks": cap_blocks(list(blocks))}
+
+
+def fallback_text(text: str) -> str:
+    """The message's `text`: escaped (Slack parses it as mrkdwn in notifications too), cut, never blank."""
+    return fit_mrkdwn(text, MAX_FALLBACK) if text.strip() else "An answer from the Policy Adviser."
 
 
 def cap_blocks(blocks: list[dict], tail: int = 0) -> list[dict]:
@@ -231,7 +236,7 @@ def render_answer(answer: Answer, options: RenderOptions | None = None) -> dict:
         footer.append(context(f"Shared by {slack_mention(options.shared_by)}"))
     tail = _answer_buttons(answer, options)
     blocks = cap_blocks(body + footer + tail, tail=len(tail))
-    return {"text": fit_mrkdwn(_fallback_text(answer), MAX_FALLBACK), "blocks": blocks}
+    return {"text": fallback_text(_fallback_text(answer)), "blocks": blocks}
 
 
 def _answered_blocks(answer: Answer) -> list[dict]:

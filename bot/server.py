@@ -68,6 +68,11 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     if socket_mode:
         from bot.slack_app import start_socket_mode
 
-        app.on_startup.append(lambda app: start_socket_mode(app, service, store, settings))
+        async def slack_socket_mode(app: web.Application):  # noqa: ANN202 - an aiohttp cleanup context
+            handler = await start_socket_mode(app, service, store, settings)
+            yield
+            await handler.close_async()
+
+        app.cleanup_ctx.append(slack_socket_mode)
     web.run_app(app, host=host or settings.host, port=port or settings.port, print=None)
     return 0

@@ -24,7 +24,7 @@ from index.readers import fingerprint, load_documents, policy_files
 from index.units import CuratedQuestion, Unit, build_units, load_curated
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 CURATED_FILE = "curated_questions.toml"
 
 
@@ -79,17 +79,11 @@ def _versions() -> dict[str, str]:
     return result
 
 
-def policy_fingerprint(policy_dir: Path) -> str:
-    return fingerprint(policy_files(policy_dir), [policy_dir / CURATED_FILE])
-
-
-def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
-    """Parse `policy_dir` and embed every unit. Raises readers.PolicyError for unusable policy files."""
+def embed_documents(documents: list[Document], curated: list[CuratedQuestion], encoder, progress: bool = False):  # noqa: ANN001, ANN201
+    """Units for the documents' clauses, embedded into an exact inner-product FAISS index (vectors are unit length,
+    so inner product is cosine). Returns (clauses, units, faiss_index)."""
     import faiss
 
-    started = time.perf_counter()
-    documents = load_documents(policy_dir)
-    curated = load_curated(policy_dir / CURATED_FILE)
     clauses, units = build_units(documents, curated)
     vectors = encoder.encode(
         [u.text for u in units],
@@ -101,20 +95,60 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
     units = assign_curated_segments(units, vectors)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])
     faiss_index.add(vectors)
+    return clauses, units, faiss_index
+
+
+def policy_fingerprint(policy_dir: Path) -> str:
+    return fingerprint(policy_files(policy_dir), [policy_dir / CURATED_FILE, policy_dir / "background_questions.txt"])
+
+
+def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
+    """Parse `policy_dir` and embed every unit. Raises readers.PolicyError for unusable policy files."""
+    started = time.perf_counter()
+    documents = load_documents(policy_dir)
+    curated = load_curated(policy_dir / CURATED_FILE)
+    clauses, units, faiss_index = embed_documents(documents, curated, encoder, progress)
     manifest = {
         "format": FORMAT_VERSION,
         "policy_hash": policy_fingerprint(policy_dir),
         "model": model_name,
-        "dimension": int(vectors.shape[1]),
+        "dimension": int(faiss_index.d),
         "versions": _versions(),
         "documents": len(documents),
         "clauses": len(clauses),
         "units": len(units),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    manifest["background"] = background_scores(policy_dir, encoder, faiss_index)
     seconds = time.perf_counter() - started
     manifest["build_seconds"] = round(seconds, 3)
     return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, seconds)
+
+
+BACKGROUND_FILE = Path(__file__).with_name("background_questions.txt")
+
+
+def read_background_questions(policy_dir: Path) -> list[str]:
+    """Off-topic questions (ours, plus any a council adds in policy_text/background_questions.txt)."""
+    questions = []
+    for path in (BACKGROUND_FILE, policy_dir / "background_questions.txt"):
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    questions.append(line.strip())
+    return questions
+
+
+def background_scores(policy_dir: Path, encoder, faiss_index) -> list[float]:  # noqa: ANN001
+    """The best cosine each off-topic background question reaches in this index, sorted: how high an
+    unanswerable question typically scores against these policies with this model, for calibrating abstention.
+    (Raw questions are encoded; spelling and synonyms do not change their scores enough to matter.)"""
+    questions = read_background_questions(policy_dir)
+    if not questions:
+        return []
+    vectors = encoder.encode(questions, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    scores, _ = faiss_index.search(vectors.astype(np.float32), 1)
+    return sorted(round(float(s), 4) for s in scores[:, 0])
 
 
 def assign_curated_segments(units: list[Unit], vectors: np.ndarray) -> list[Unit]:
