@@ -68,7 +68,7 @@ def run(data_dir: Path, settings: Settings, lexical_weight: float | None = None)
             counted += 1
             vector = encoder.encode([query["query"]], normalize_embeddings=True, convert_to_numpy=True)[0]
             terms = tokenize(query["query"])
-            lexical = np.asarray(index.lexical.scores(terms))
+            lexical = index.lexical.scores(terms)
             dense = dense_by_clause(index, vector, everything)
             rankings = {
                 "bm25": [sids[i] for i in np.argsort(-lexical, kind="stable")],

@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 
+import numpy as np
 import snowballstemmer
 
 _STEMMER = snowballstemmer.stemmer("english")
@@ -28,36 +29,44 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a fixed list of texts; `scores(query)` returns one score per text."""
+    """Okapi BM25 over a fixed list of texts; `scores(query)` returns one score per text.
+
+    A document's weight for a term, idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len)), does not depend
+    on the query, so it is computed once into a sparse term x document matrix; a query is then one sparse
+    row-sum, which keeps scoring 10,000 clauses well under a millisecond.
+    """
 
     def __init__(self, texts: list[str], k1: float = 1.2, b: float = 0.75) -> None:
+        from scipy.sparse import csr_matrix
+
         self.k1 = k1
         self.b = b
-        self.docs = [Counter(tokenize(t)) for t in texts]
-        self.lengths = [sum(d.values()) for d in self.docs]
-        self.avg_length = (sum(self.lengths) / len(self.lengths)) if self.lengths else 0.0
+        docs = [Counter(tokenize(t)) for t in texts]
+        lengths = np.array([sum(d.values()) for d in docs], dtype=np.float64)
+        avg_length = float(lengths.mean()) if len(docs) else 0.0
         frequency: Counter[str] = Counter()
-        for doc in self.docs:
+        for doc in docs:
             frequency.update(doc.keys())
-        n = len(self.docs)
+        n = len(docs)
         # The "+1" form of IDF (Lucene's) keeps every weight positive, so a very common term never subtracts.
         self.idf = {term: math.log(1 + (n - df + 0.5) / (df + 0.5)) for term, df in frequency.items()}
-        self.postings: dict[str, list[tuple[int, int]]] = {}
-        for i, doc in enumerate(self.docs):
+        self.vocabulary = {term: i for i, term in enumerate(sorted(frequency))}
+        rows, cols, values = [], [], []
+        for j, doc in enumerate(docs):
+            norm = k1 * (1 - b + b * lengths[j] / (avg_length or 1.0))
             for term, tf in doc.items():
-                self.postings.setdefault(term, []).append((i, tf))
+                rows.append(self.vocabulary[term])
+                cols.append(j)
+                values.append(self.idf[term] * tf * (k1 + 1) / (tf + norm))
+        self.size = n
+        self.matrix = csr_matrix((values, (rows, cols)), shape=(len(self.vocabulary), n), dtype=np.float64)
 
-    def scores(self, query: str | list[str]) -> list[float]:
+    def scores(self, query: str | list[str]) -> np.ndarray:
         terms = tokenize(query) if isinstance(query, str) else query
-        result = [0.0] * len(self.docs)
-        for term in set(terms):
-            idf = self.idf.get(term)
-            if idf is None:
-                continue
-            for i, tf in self.postings[term]:
-                norm = self.k1 * (1 - self.b + self.b * self.lengths[i] / (self.avg_length or 1))
-                result[i] += idf * tf * (self.k1 + 1) / (tf + norm)
-        return result
+        ids = sorted({self.vocabulary[t] for t in terms if t in self.vocabulary})
+        if not ids:
+            return np.zeros(self.size)
+        return np.asarray(self.matrix[ids].sum(axis=0)).ravel()
 
     def known(self, term: str) -> bool:
         return term in self.idf

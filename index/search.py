@@ -40,7 +40,7 @@ def hybrid_rank(
     """
     dense = dense_by_clause(index, vector, candidates)
     lexical = index.lexical.scores(terms)
-    top_lexical = max(lexical) if lexical else 0.0
+    top_lexical = float(lexical.max()) if len(lexical) else 0.0
     fused = {
         clause: score + (lexical_weight * lexical[clause] / top_lexical if top_lexical > 0 else 0.0)
         for clause, score in dense.items()
