@@ -209,7 +209,13 @@ class Adviser:
             notes=tuple(notes),
         )
 
-    def _retrieve(self, text: str, search_text: str, notes: list[str]) -> Answer:
+    def rank(self, question: str, k: int = 10) -> list[str]:
+        """The clause numbers the retrieval ranks first for a question, without abstaining (for MRR@10)."""
+        text, _ = clean_question(question, self.settings.max_question_chars)
+        _, _, _, result = self._search(strip_markup(text))
+        return [self.index.clauses[c].number for c in result.order[:k]]
+
+    def _search(self, search_text: str):  # noqa: ANN202 - (vector, query terms, question terms, Ranking)
         tuning = self.tuning
         if self.speller is not None:
             search_text = self.speller.correct(search_text)
@@ -218,6 +224,11 @@ class Adviser:
         query_terms = tokenize(expanded)
         question_terms = tokenize(search_text)
         result = hybrid_rank(self.index, vector, query_terms, tuning.candidates, tuning.lexical_weight)
+        return vector, query_terms, question_terms, result
+
+    def _retrieve(self, text: str, search_text: str, notes: list[str]) -> Answer:
+        tuning = self.tuning
+        vector, query_terms, question_terms, result = self._search(search_text)
         ranking, fused, dense = result.order, result.fused, result.dense
         if not ranking:
             return self._abstain(text, notes)

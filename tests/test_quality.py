@@ -25,7 +25,7 @@ THRESHOLDS = {
 
 @pytest.fixture(scope="module")
 def report(adviser):
-    return evaluate(load_gold(GOLD), adviser.ask)
+    return evaluate(load_gold(GOLD), adviser.ask, ranked=adviser.rank)
 
 
 def test_gold_set_is_big_and_varied():
