@@ -151,7 +151,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"gold file {path} not found")
     items = load_gold(path)
     adviser = _adviser(settings)
-    report = evaluate(items, adviser.ask)
+    report = evaluate(items, adviser.ask, ranked=adviser.rank)
     if args.json:
         print(json.dumps({"metrics": report.metrics(), "misses": report.misses}, indent=2, ensure_ascii=False))
     else:
@@ -194,7 +194,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.server import run_server
 
-    return run_server(settings, host=args.host, port=args.port, socket_mode=args.slack_socket_mode)
+    reload_interval = settings.reload_seconds if args.reload_interval is None else args.reload_interval
+    log_format = args.log_format or settings.log_format
+    return run_server(settings, host=args.host, port=args.port, socket_mode=args.slack_socket_mode,
+                      reload_interval=reload_interval, log_level=args.log_level or settings.log_level,
+                      log_json=log_format == "json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--slack-socket-mode", action="store_true", help="connect to Slack over Socket Mode")
+    serve.add_argument("--reload-interval", type=float, default=None, metavar="SECONDS",
+                       help="how often to check policy_text/ for changes (0: only on SIGHUP); "
+                            "default POLICYBOT_RELOAD_SECONDS or 3")
+    serve.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="default POLICYBOT_LOG_LEVEL or INFO")
+    serve.add_argument("--log-format", default=None, choices=["json", "text"],
+                       help="one JSON object per line or plain text; default POLICYBOT_LOG_FORMAT or json")
     serve.set_defaults(func=cmd_serve)
 
     for extra in _extra_commands():

@@ -29,6 +29,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from exc
 
 
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, not {value!r}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     policy_dir: Path = PROJECT_ROOT / "policy_text"
@@ -51,6 +61,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3978
     public_url: str = ""
+    reload_seconds: float = 3.0
+    log_level: str = "INFO"
+    log_format: str = "json"
 
     @property
     def index_dir(self) -> Path:
@@ -85,4 +98,7 @@ class Settings:
             host=env.get("HOST") or "127.0.0.1",
             port=_int(env, "PORT", 3978),
             public_url=env.get("POLICYBOT_PUBLIC_URL", ""),
+            reload_seconds=_float(env, "POLICYBOT_RELOAD_SECONDS", 3.0),
+            log_level=(env.get("POLICYBOT_LOG_LEVEL") or "INFO").upper(),
+            log_format=(env.get("POLICYBOT_LOG_FORMAT") or "json").lower(),
         )

@@ -13,6 +13,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -107,9 +108,20 @@ def events_handler(bolt_app: AsyncApp, signing_secret: str):  # noqa: ANN201 - a
 
 
 # ---------------------------------------------------------------------------------------------- the bolt app
+class AsyncTimeoutRetryHandler(AsyncRetryHandler):
+    """Retries a Web API call that got no reply within the client's timeout (after a backoff). slack_sdk's own
+    handlers retry refused and dropped connections, but aiohttp's overall timeout raises a bare TimeoutError that
+    none of them match. A call that did reach Slack but answered late is then made twice; for chat.postMessage
+    that is a rare duplicate answer, which we judge better than a lost one."""
+
+    async def _can_retry_async(self, *, state, request, response=None, error=None) -> bool:  # noqa: ANN001
+        return isinstance(error, TimeoutError)
+
+
 def create_web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: SLACK_API_URL (how tests reach a loopback stand-in), a timeout, and retries for 429
-    (after Retry-After), 500/503 and dropped connections. What still fails is logged by the caller."""
+    """The Web API client: SLACK_API_URL (how tests reach a loopback stand-in), a timeout, and retries with backoff
+    for 429 (after Retry-After), 500/503, dropped connections and timeouts. What still fails is logged by the
+    caller."""
     base_url = settings.slack_api_url or SLACK_API_URL
     if not base_url.endswith("/"):
         base_url += "/"  # slack_sdk joins base_url and the method name without a separator
@@ -121,6 +133,7 @@ def create_web_client(settings: Settings) -> AsyncWebClient:
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             AsyncServerErrorRetryHandler(max_retry_count=1),
+            AsyncTimeoutRetryHandler(max_retry_count=1),
         ],
     )
 

@@ -57,6 +57,8 @@ ANSWERED_KINDS = ("policy", "clause", "abstain")  # the kinds that are logged an
 _QUESTION_ID = re.compile(r"^[0-9a-f]{32}$")
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 LOADING = "I am still loading the council's policies. Please ask again in a minute."
+NOT_STARTED = ("I could not load the council's policies, so I cannot answer yet. Please tell whoever runs the "
+               "Policy Adviser (the reason is in its log and at /healthz).")
 RATE_LIMITED = "You have asked a lot of questions in the last minute. Please wait a moment and ask again."
 FAILED = "Sorry, something went wrong while answering that. Please try again, or ask democratic services."
 
@@ -174,13 +176,13 @@ class SlackListeners:
         bot_user_id = context.get("bot_user_id")
         if _from_a_bot(event, bot_user_id) or event.get("subtype"):
             return  # edits, deletions, joins, bot posts: never questions
-        channel, ts, thread = event.get("channel", ""), event.get("ts", ""), event.get("thread_ts", "")
+        channel, ts, thread = _text(event.get("channel")), _text(event.get("ts")), _text(event.get("thread_ts"))
         if not channel or not ts:
             return
         if event.get("channel_type") == "im":
             where = Where(channel, thread, ts)
         elif thread and thread != ts and self.threads.answered(channel, thread):
-            if _MENTION.search(event.get("text", "")):
+            if _MENTION.search(_text(event.get("text"))):
                 return  # a mention of the bot arrives as app_mention too; a mention of someone else is for them
             where = Where(channel, thread, ts)
         else:
@@ -194,6 +196,11 @@ class SlackListeners:
     ) -> bool:
         """Answer one question in `where`; True when the answer was posted. A retry or replay of an event that was
         already claimed posts nothing."""
+        # Slack sends strings here; a payload with any other JSON type in these fields is not a question.
+        user, text, event_id = _text(user), _text(text), _text(event_id)
+        where = Where(_text(where.channel), _text(where.thread_ts), _text(where.react_ts))
+        if not where.channel:
+            return False
         if event_id and not await self._claim(event_id):
             log.info("event %s already handled; ignored", event_id)
             return True
@@ -201,21 +208,22 @@ class SlackListeners:
         thread = {"thread_ts": where.thread_ts} if where.thread_ts else {}
         async with self.progress(client, where):
             payload = await self._answer_payload(user, question, where, ephemeral=False)
-            posted = await slack_call("chat.postMessage", client.chat_postMessage(
+            posted = await self._slack("chat.postMessage", client.chat_postMessage(
                 channel=where.channel, unfurl_links=False, unfurl_media=False, **thread, **payload))
         return posted is not None
 
     async def _answer_payload(self, user: str, question: str, where: Where | None, ephemeral: bool) -> dict:
         """The message for one question: the rendered answer, or a notice (loading, rate limited, failed)."""
-        if not self.service.ready:
-            return render_notice(LOADING)
+        if not self.service.ready:  # "ask again in a minute" would be untrue once loading has failed
+            return render_notice(NOT_STARTED if self.service.load_error else LOADING)
         if not await self._allowed(user):
             return render_notice(RATE_LIMITED)
         history = self._history(where) if where else []
         try:
             answer, question_id = await self._ask(user, question, history)
-        except Exception:
+        except Exception as exc:
             log.exception("answering a Slack question failed")
+            self.service.observe_question(PLATFORM, user, None, None, error=exc)
             return render_notice(FAILED)
         if where and answer.kind in ANSWERED_KINDS:
             self.threads.remember(where.channel, where.thread_ts, answer.question)
@@ -233,28 +241,36 @@ class SlackListeners:
         started = time.perf_counter()
         answer = await self.service.ask(question, history)
         latency_ms = (time.perf_counter() - started) * 1000
-        if answer.kind not in ANSWERED_KINDS or self.store is None:
-            return answer, ""
-        question_id = uuid.uuid4().hex
-        try:
-            await self.service.run(self.store.log_question, PLATFORM, user, answer.question, answer.answered,
-                                   answer.top_clause, latency_ms, question_id)
-        except Exception as exc:  # the record must never cost the answer
-            log.warning("could not log a Slack question: %s", type(exc).__name__)
-            return answer, ""
+        question_id = ""
+        if answer.kind in ANSWERED_KINDS and self.store is not None:
+            question_id = uuid.uuid4().hex
+            try:
+                await self.service.run(self.store.log_question, PLATFORM, user, answer.question, answer.answered,
+                                       answer.top_clause, latency_ms, question_id)
+            except Exception as exc:  # the record must never cost the answer
+                log.warning("could not log a Slack question: %s", type(exc).__name__)
+                question_id = ""
+        self.service.observe_question(PLATFORM, user, answer, latency_ms, question_id)
         return answer, question_id
 
     @asynccontextmanager
     async def progress(self, client: AsyncWebClient, where: Where) -> AsyncIterator[None]:
         """An hourglass on the question while the answer is worked out, removed after."""
-        added = bool(where.react_ts) and await slack_call("reactions.add", client.reactions_add(
+        added = bool(where.react_ts) and await self._slack("reactions.add", client.reactions_add(
             channel=where.channel, timestamp=where.react_ts, name=PROGRESS_REACTION)) is not None
         try:
             yield
         finally:
             if added:
-                await slack_call("reactions.remove", client.reactions_remove(
+                await self._slack("reactions.remove", client.reactions_remove(
                     channel=where.channel, timestamp=where.react_ts, name=PROGRESS_REACTION))
+
+    async def _slack(self, method: str, call: Awaitable[T]) -> T | None:
+        """slack_call, with a failure counted in /metrics."""
+        result = await slack_call(method, call)
+        if result is None:
+            self.service.observe_api_error(PLATFORM, method)
+        return result
 
     async def _claim(self, event_id: str) -> bool:
         """Claim the event on receipt: in the store, so the claim holds across instances and restarts."""
@@ -284,7 +300,7 @@ class SlackListeners:
             policies = [PolicySummary(d.meta.title, d.meta.version_date, d.meta.review_due)
                         for d in self.service.adviser.index.documents]
         view = render_home(policies, EXAMPLE_QUESTIONS, loading=not self.service.ready)
-        await slack_call("views.publish", client.views_publish(user_id=event["user"], view=view))
+        await self._slack("views.publish", client.views_publish(user_id=event["user"], view=view))
 
     async def on_error(self, error: Exception) -> None:
         # The type and traceback only: bolt's default handler would log the request body with it.
@@ -307,9 +323,9 @@ class SlackListeners:
                           context: dict) -> None:
         """"Check against policy" on a message: the bot answers that message in its thread."""
         await ack()
-        message = shortcut.get("message") or {}
-        channel = (shortcut.get("channel") or {}).get("id", "")
-        user = (shortcut.get("user") or {}).get("id", "")
+        message = _dict(shortcut.get("message"))
+        channel = _field(shortcut, "channel", "id")
+        user = _field(shortcut, "user", "id")
         if not channel or not message.get("ts"):
             return
         where = Where(channel, message.get("thread_ts") or message["ts"], message["ts"])
@@ -323,13 +339,13 @@ class SlackListeners:
         """An ephemeral message to one user: through the response_url when there is one (it works where the bot is
         not a member, and on ephemeral answers), else chat.postEphemeral."""
         if respond is not None and getattr(respond, "response_url", None):
-            result = await slack_call("response_url", respond(
+            result = await self._slack("response_url", respond(
                 response_type="ephemeral", replace_original=False, **payload))
             if result is not None and getattr(result, "status_code", 200) < 400:
                 return
         if channel and user:
             thread = {"thread_ts": thread_ts} if thread_ts else {}
-            await slack_call("chat.postEphemeral", client.chat_postEphemeral(
+            await self._slack("chat.postEphemeral", client.chat_postEphemeral(
                 channel=channel, user=user, **thread, **payload))
 
     # ------------------------------------------------------------------------------------------ buttons
@@ -359,7 +375,7 @@ class SlackListeners:
         await ack()
         helpful = action.get("action_id") == ACTION_HELPFUL
         question_id = str(action.get("value", ""))
-        user = (body.get("user") or {}).get("id", "")
+        user = _field(body, "user", "id")
         if self.store is not None and _QUESTION_ID.match(question_id) and user:
             try:
                 await self.service.run(self.store.record_feedback, question_id, PLATFORM, user, helpful)
@@ -374,7 +390,7 @@ class SlackListeners:
         data = decode_value(action.get("value"))
         question = str(data.get("q", ""))
         question_id = str(data.get("i", ""))
-        user = (body.get("user") or {}).get("id", "")
+        user = _field(body, "user", "id")
         if not question or not self.service.ready:
             return
         answer = await self.service.ask(question)  # a button value cannot carry the answer itself
@@ -382,14 +398,14 @@ class SlackListeners:
                                 shared_by=user, ask_buttons=self.store is not None)
         payload = render_answer(answer, options)
         if getattr(respond, "response_url", None):
-            shared = await slack_call("response_url", respond(
+            shared = await self._slack("response_url", respond(
                 response_type="in_channel", replace_original=False, **payload))
             if shared is not None and shared.status_code < 400:
-                await slack_call("response_url", respond(delete_original=True))
+                await self._slack("response_url", respond(delete_original=True))
                 return
         channel = _action_channel(body)
         if channel:
-            await slack_call("chat.postMessage", client.chat_postMessage(channel=channel, **payload))
+            await self._slack("chat.postMessage", client.chat_postMessage(channel=channel, **payload))
 
     async def on_ask_role(self, ack: Any, action: dict, body: dict, respond: Any, client: AsyncWebClient) -> None:
         """"Ask <role>": open the confirmation showing exactly what would be forwarded, and to whom."""
@@ -404,8 +420,8 @@ class SlackListeners:
                                    f"{contact.describe()}.")
             await self._reply_to_action(client, respond, body, notice)
             return
-        container = body.get("container") or {}
-        message = body.get("message") or {}
+        container = _dict(body.get("container"))
+        message = _dict(body.get("message"))
         request = AskRequest(
             role=role, question=question,
             clauses=tuple(str(c) for c in data.get("c") or [] if isinstance(c, str)),
@@ -413,15 +429,15 @@ class SlackListeners:
             message_ts=str(container.get("message_ts") or message.get("ts") or ""),
             ephemeral=bool(container.get("is_ephemeral")),
         )
-        await slack_call("views.open", client.views_open(trigger_id=body.get("trigger_id", ""),
-                                                         view=render_ask_modal(request, contact)))
+        await self._slack("views.open", client.views_open(trigger_id=body.get("trigger_id", ""),
+                                                          view=render_ask_modal(request, contact)))
 
     async def on_ask_confirm(self, ack: Any, body: dict, view: dict, client: AsyncWebClient) -> None:
         """The asker pressed Send: open a ticket, forward it to the role's Slack user or channel with "Mark
         resolved", and tell the asker where it went."""
         await ack()
         request = AskRequest.from_metadata(view.get("private_metadata"))
-        user = (body.get("user") or {}).get("id", "")
+        user = _field(body, "user", "id")
         if request is None or not user or self.store is None or not self.service.ready:
             return
         contact = self.service.adviser.contacts.lookup(request.role)
@@ -435,17 +451,18 @@ class SlackListeners:
             log.warning("could not open an escalation ticket: %s", type(exc).__name__)
             await self._tell_asker(client, notify, render_ask_sent(request.role, False, contact))
             return
+        self.service.observe_escalation_request(PLATFORM, request.role)
         delivered = None
         if destination:
             forward = render_ticket(ticket.id, request.role, request.question, request.clauses, user, link)
-            delivered = await slack_call("chat.postMessage", client.chat_postMessage(
+            delivered = await self._slack("chat.postMessage", client.chat_postMessage(
                 channel=destination, unfurl_links=False, **forward))
         await self._tell_asker(client, notify, render_ask_sent(request.role, delivered is not None, contact))
 
     async def on_resolve(self, ack: Any, action: dict, body: dict, respond: Any, client: AsyncWebClient) -> None:
         """"Mark resolved": close the ticket, update the contact's copy, and tell the asker (once)."""
         await ack()
-        user = (body.get("user") or {}).get("id", "")
+        user = _field(body, "user", "id")
         if self.store is None or not user:
             return
         try:
@@ -457,25 +474,25 @@ class SlackListeners:
         if ticket is None:
             await self._reply_to_action(client, respond, body, render_notice("I could not find that ticket."))
             return
-        container = body.get("container") or {}
+        container = _dict(body.get("container"))
         if container.get("channel_id") and container.get("message_ts"):
-            await slack_call("chat.update", client.chat_update(
+            await self._slack("chat.update", client.chat_update(
                 channel=container["channel_id"], ts=container["message_ts"],
                 **render_ticket_resolved(ticket.role, ticket.question, user)))
         if changed:
             await self._tell_asker(client, ticket.notify, render_asker_resolved(ticket.role))
 
     async def _reply_to_action(self, client: AsyncWebClient, respond: Any, body: dict, payload: dict) -> None:
-        message = body.get("message") or {}
-        await self.tell_privately(client, respond, _action_channel(body), (body.get("user") or {}).get("id", ""),
+        message = _dict(body.get("message"))
+        await self.tell_privately(client, respond, _action_channel(body), _field(body, "user", "id"),
                                   payload, thread_ts=str(message.get("thread_ts") or ""))
 
     async def _permalink(self, client: AsyncWebClient, request: AskRequest) -> str:
         ts = request.thread_ts or request.message_ts
         if request.ephemeral or not request.channel or not ts:
             return ""
-        result = await slack_call("chat.getPermalink", client.chat_getPermalink(channel=request.channel,
-                                                                                 message_ts=ts))
+        result = await self._slack("chat.getPermalink", client.chat_getPermalink(channel=request.channel,
+                                                                                  message_ts=ts))
         return str(result.get("permalink") or "") if result is not None else ""
 
     async def _notify_ref(self, client: AsyncWebClient, request: AskRequest, user: str) -> str:
@@ -484,7 +501,7 @@ class SlackListeners:
         if request.channel and not request.ephemeral:
             thread = request.thread_ts
             return f"{PLATFORM}:{request.channel}" + (f":{thread}" if thread else "")
-        opened = await slack_call("conversations.open", client.conversations_open(users=user))
+        opened = await self._slack("conversations.open", client.conversations_open(users=user))
         channel = (opened.get("channel") or {}).get("id", "") if opened is not None else ""
         return f"{PLATFORM}:{channel}" if channel else ""
 
@@ -493,7 +510,23 @@ class SlackListeners:
         if len(parts) < 2 or parts[0] != PLATFORM or not parts[1]:
             return
         thread = {"thread_ts": parts[2]} if len(parts) > 2 and parts[2] else {}
-        await slack_call("chat.postMessage", client.chat_postMessage(channel=parts[1], **thread, **payload))
+        await self._slack("chat.postMessage", client.chat_postMessage(channel=parts[1], **thread, **payload))
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _field(payload: object, *path: str) -> str:
+    """A string inside nested payload objects ("" when a step is missing or not an object): Slack always sends
+    these shapes, but a signed payload is still parsed defensively rather than crash a listener after its ack."""
+    for key in path:
+        payload = _dict(payload).get(key)
+    return _text(payload)
 
 
 def _from_a_bot(event: dict, bot_user_id: str | None) -> bool:
@@ -502,4 +535,4 @@ def _from_a_bot(event: dict, bot_user_id: str | None) -> bool:
 
 
 def _action_channel(body: dict) -> str:
-    return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+    return _field(body, "channel", "id") or _field(body, "container", "channel_id")

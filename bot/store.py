@@ -265,7 +265,11 @@ class Store:
                 # Retrying cannot fix a rejected row, and answering must go on regardless.
                 log.error("could not record %s: %s", item.kind, type(exc).__name__)
                 return
-        # Queue behind earlier failures to keep order and avoid a second lock wait.
+        else:
+            # Queue behind earlier failures to keep order and avoid a second lock wait; still say so, since an
+            # unrecorded question must never pass unnoticed.
+            log.warning("could not record %s (%d earlier writes still pending); queued for retry", item.kind,
+                        len(self.pending))
         if len(self.pending) == self.pending.maxlen:
             log.warning("pending queue full (%d); dropping the oldest unrecorded write", self.pending.maxlen)
         self.pending.append(item)

@@ -42,6 +42,9 @@ LOGGED_KINDS = ("policy", "clause", "abstain")  # greetings and empty messages a
 _MAX_CLAUSES = 5
 _MAX_ID_CHARS = 64
 _MENTION_TAG = re.compile(r"</?at[^>]*>", re.IGNORECASE)
+LOADING = "I'm still loading the council's policies. Please ask again in a minute."
+NOT_STARTED = ("I couldn't load the council's policies, so I can't answer yet. Please tell whoever runs the "
+               "Policy Adviser (the reason is in its log and at /healthz).")
 DEFAULT_INTRO = "I answer questions about the council's policies by quoting them, with clause numbers."
 
 
@@ -152,7 +155,16 @@ class PolicyBot(ActivityHandler):
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         self.known.remember(TurnContext.get_conversation_reference(turn_context.activity))
+        turn_context.on_send_activities(self._count_send_errors)
         await super().on_turn(turn_context)
+
+    async def _count_send_errors(self, turn_context: TurnContext, activities: list[Activity],
+                                 send: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await send()
+        except Exception:
+            self.service.observe_api_error(PLATFORM, "send_activity")
+            raise
 
     # ---------------------------------------------------------------------------------------------- messages
     async def on_message_activity(self, turn_context: TurnContext) -> None:
@@ -170,7 +182,7 @@ class PolicyBot(ActivityHandler):
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
         bot_id = turn_context.activity.recipient.id if turn_context.activity.recipient else None
-        if any(member.id == bot_id for member in members_added or ()):
+        if any(member is not None and member.id == bot_id for member in members_added or ()):
             await self._send_welcome(turn_context)
 
     def _addressed_to_bot(self, activity: Activity) -> bool:
@@ -181,8 +193,8 @@ class PolicyBot(ActivityHandler):
 
     async def _answer(self, turn_context: TurnContext, question: str) -> None:
         activity = turn_context.activity
-        if not self.service.ready:
-            await self._notice(turn_context, "I'm still loading the council's policies. Please ask again in a minute.")
+        if not self.service.ready:  # "ask again in a minute" would be untrue once loading has failed
+            await self._notice(turn_context, NOT_STARTED if self.service.load_error else LOADING)
             return
         if not await self._first_delivery(activity):
             return  # the Bot Framework redelivered an activity we already answered
@@ -197,12 +209,14 @@ class PolicyBot(ActivityHandler):
             started = time.perf_counter()
             try:
                 answer = await self.service.ask(question, self.memory.history(conversation_id))
-            except Exception:
+            except Exception as exc:
                 log.exception("the adviser failed on a Teams question")
+                self.service.observe_question(PLATFORM, user_id, None, None, error=exc)
                 await self._notice(turn_context, "Sorry, I couldn't answer that just now. Please try again.")
                 return
             latency_ms = (time.perf_counter() - started) * 1000
         if answer.kind == "help":
+            self.service.observe_question(PLATFORM, user_id, answer, latency_ms)
             await self._send_welcome(turn_context)
             return
         question_id = ""
@@ -210,6 +224,7 @@ class PolicyBot(ActivityHandler):
             question_id = await self._store_call("log_question", PLATFORM, user_id, answer.question,
                                                  answer.answered, answer.top_clause, latency_ms) or ""
             self.memory.remember(conversation_id, answer.question)
+        self.service.observe_question(PLATFORM, user_id, answer, latency_ms, question_id)
         await self._send_answer(turn_context, answer, question_id)
 
     async def _send_answer(self, turn_context: TurnContext, answer: Answer, question_id: str) -> None:
@@ -286,6 +301,7 @@ class PolicyBot(ActivityHandler):
             destination, f"{PLATFORM}:{activity.conversation.id}",
         )
         ticket_id = ticket.id if ticket is not None else ""
+        self.service.observe_escalation_request(PLATFORM, role)
         asker = activity.from_property.name if activity.from_property else ""
         if target is not None and ticket_id:
             card = render_forward_card(ticket_id, role, request["question"], request["clauses"], asker or "")
@@ -345,6 +361,7 @@ class PolicyBot(ActivityHandler):
             return True
         except Exception as exc:
             log.warning("could not post to a Teams conversation: %s", type(exc).__name__)
+            self.service.observe_api_error(PLATFORM, "continue_conversation")
             return False
 
     # --------------------------------------------------------------------------------------------- helpers
@@ -387,7 +404,7 @@ def mentions_recipient(activity: Activity) -> bool:
     """Does the message @mention this bot (not just someone else)?"""
     recipient_id = activity.recipient.id if activity.recipient else None
     for entity in activity.entities or ():
-        if (entity.type or "").lower() != "mention":
+        if entity is None or (entity.type or "").lower() != "mention":  # JSON allows null entries
             continue
         if recipient_id and _mentioned_id(entity) == recipient_id:
             return True
@@ -410,7 +427,7 @@ def question_text(activity: Activity) -> str:
     if mentions_recipient(activity):
         with suppress(Exception):  # a malformed mention entity must not lose the question
             text = TurnContext.remove_recipient_mention(activity) or ""
-        for entity in activity.entities or ():  # mention shapes botbuilder's helper does not read
+        for entity in filter(None, activity.entities or ()):  # mention shapes botbuilder's helper does not read
             mention_text = getattr(entity, "text", None) or (entity.additional_properties or {}).get("text")
             if _mentioned_id(entity) == activity.recipient.id and isinstance(mention_text, str) and mention_text:
                 text = text.replace(mention_text, " ")

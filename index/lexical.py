@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 
 import numpy as np
 import snowballstemmer
 
-_STEMMER = snowballstemmer.stemmer("english")
+
+class _ThreadStemmer(threading.local):
+    """One Snowball stemmer per thread: a stemmer keeps the word it is working on in the object, so one shared by
+    the question workers and a background reload stems wrongly or raises IndexError."""
+
+    def __init__(self) -> None:
+        self.stemmer = snowballstemmer.stemmer("english")
+
+
+_STEMMERS = _ThreadStemmer()
 _TOKEN = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between both
@@ -25,7 +35,7 @@ STOPWORDS = frozenset(
 def tokenize(text: str) -> list[str]:
     """Lower-case word stems without stopwords ("Councillors' postings" -> ["councillor", "post"])."""
     words = _TOKEN.findall(text.lower().replace("’", "'").replace("'", ""))
-    return _STEMMER.stemWords([w for w in words if w not in STOPWORDS])
+    return _STEMMERS.stemmer.stemWords([w for w in words if w not in STOPWORDS])
 
 
 class BM25:

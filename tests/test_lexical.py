@@ -34,3 +34,14 @@ def test_bm25_empty_and_repeated_terms():
     index = BM25(CORPUS)
     assert not index.scores("zzz qqq").any()
     np.testing.assert_allclose(index.scores("logo logo logo"), index.scores("logo"))
+
+
+def test_tokenize_is_thread_safe():
+    """Question workers and a background reload tokenize at once; every thread must get the single-thread stems."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [text + f" running harassment councillors {i}" for i, text in enumerate(CORPUS * 60)]
+    expected = [tokenize(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(tokenize, texts))
+    assert results == expected
