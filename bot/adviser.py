@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -280,7 +281,7 @@ class Adviser:
             return False
         return self._unknown_share(question_terms) < self.tuning.max_unknown
 
-    @property
+    @functools.cached_property
     def abstention_thresholds(self) -> tuple[float, float]:
         """(strong, weak) dense thresholds, calibrated on this index's background scores when it has them."""
         tuning = self.tuning
@@ -321,7 +322,7 @@ class Adviser:
             cosine = float(np.dot(self.index.faiss_index.reconstruct(unit_id), vector))
             best[unit.segment] = max(best.get(unit.segment, -1.0), cosine)
             if unit.kind == "sentence":
-                shared = terms & set(tokenize(unit.text))
+                shared = terms & self.index.unit_terms(unit_id)
                 overlap[unit.segment] = sum(idf.get(t, 0.0) for t in shared) / total
         weight = self.tuning.segment_overlap_weight
         scored = {first: score + weight * overlap.get(first, 0.0) for first, score in best.items() if first in blocks}

@@ -20,6 +20,9 @@ class _ThreadStemmer(threading.local):
 
 
 _STEMMERS = _ThreadStemmer()
+# Stems by word: the same few thousand words recur in every clause and question, and a dict lookup is far
+# cheaper than the Snowball algorithm. Plain dict reads and writes are atomic, so threads may share it.
+_STEM_CACHE: dict[str, str] = {}
 _TOKEN = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between both
@@ -35,7 +38,17 @@ STOPWORDS = frozenset(
 def tokenize(text: str) -> list[str]:
     """Lower-case word stems without stopwords ("Councillors' postings" -> ["councillor", "post"])."""
     words = _TOKEN.findall(text.lower().replace("’", "'").replace("'", ""))
-    return _STEMMERS.stemmer.stemWords([w for w in words if w not in STOPWORDS])
+    stems = []
+    for word in words:
+        if word in STOPWORDS:
+            continue
+        stem = _STEM_CACHE.get(word)
+        if stem is None:
+            stem = _STEMMERS.stemmer.stemWord(word)
+            if len(_STEM_CACHE) < 200_000:
+                _STEM_CACHE[word] = stem
+        stems.append(stem)
+    return stems
 
 
 class BM25:

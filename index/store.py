@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from index.clauses import Clause, Document, DocumentMeta
-from index.lexical import BM25
+from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
 from index.units import CuratedQuestion, Unit, build_units, load_curated
 
@@ -45,20 +45,28 @@ class PolicyIndex:
     build_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        self.lexical = BM25([self._lexical_text(i) for i in range(len(self.clauses))])
-        self.doc_by_id = {d.doc_id: d for d in self.documents}
-        self.unit_clause = np.array([u.clause for u in self.units], dtype=np.int64)
         self._units_by_clause: dict[int, list[int]] = {}
         for position, unit in enumerate(self.units):
             self._units_by_clause.setdefault(unit.clause, []).append(position)
+        self.lexical = BM25([self._lexical_text(i) for i in range(len(self.clauses))])
+        self.doc_by_id = {d.doc_id: d for d in self.documents}
+        self.unit_clause = np.array([u.clause for u in self.units], dtype=np.int64)
+        self._unit_terms: dict[int, frozenset[str]] = {}
+
+    def _lexical_text(self, i: int) -> str:
+        clause = self.clauses[i]
+        curated = " ".join(self.units[u].text for u in self.units_of_clause(i) if self.units[u].kind == "curated")
+        return f"{clause.section_title} {clause.text} {curated}"
 
     def units_of_clause(self, clause: int) -> list[int]:
         return self._units_by_clause.get(clause, [])
 
-    def _lexical_text(self, i: int) -> str:
-        clause = self.clauses[i]
-        curated = " ".join(u.text for u in self.units if u.clause == i and u.kind == "curated")
-        return f"{clause.section_title} {clause.text} {curated}"
+    def unit_terms(self, unit_id: int) -> frozenset[str]:
+        """A unit's BM25 terms, computed once (the answering-segment choice asks for them on every question)."""
+        terms = self._unit_terms.get(unit_id)
+        if terms is None:
+            terms = self._unit_terms[unit_id] = frozenset(tokenize(self.units[unit_id].text))
+        return terms
 
     def search_units(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Nearest units by cosine similarity, best first. FAISS pads a short result list with id -1: dropped."""
@@ -85,13 +93,17 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     import faiss
 
     clauses, units = build_units(documents, curated)
-    vectors = encoder.encode(
-        [u.text for u in units],
-        batch_size=64,
+    # Councils repeat boilerplate across documents: encode each distinct text once.
+    distinct = list(dict.fromkeys(u.text for u in units))
+    encoded = encoder.encode(
+        distinct,
+        batch_size=32,
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=progress,
     ).astype(np.float32)
+    row = {text: i for i, text in enumerate(distinct)}
+    vectors = encoded[[row[u.text] for u in units]] if units else encoded
     units = assign_curated_segments(units, vectors)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])
     faiss_index.add(vectors)
