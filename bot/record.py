@@ -7,11 +7,17 @@ import argparse
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from bot.settings import Settings
 
 CLI_USER = "cli"
+
+
+class RecordStoreError(ValueError):
+    """The record database could not be reached for a policy owner's command: one line for the command line."""
 
 
 def pseudonym_key(settings: Settings) -> bytes:
@@ -32,6 +38,23 @@ def open_store(settings: Settings):  # noqa: ANN201
     from bot.store import Store
 
     return Store.open(settings.effective_database_url, pseudonym_key(settings))
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator:
+    """The record store for one command, closed afterwards; an unreachable or locked database becomes a
+    RecordStoreError naming the setting to check, instead of a traceback."""
+    from bot.store import StoreUnavailable
+
+    try:
+        store = open_store(settings)
+        try:
+            yield store
+        finally:
+            store.close()
+    except StoreUnavailable as exc:
+        raise RecordStoreError(f"the record database is unavailable ({exc}); check DATABASE_URL and that the "
+                               "database is running, then try again") from exc
 
 
 def record_cli_question(settings: Settings, question: str, payload: dict) -> None:
@@ -55,11 +78,9 @@ def _since(value: str | None) -> datetime | None:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    try:
-        report = store.report(since=_since(args.since))
-    finally:
-        store.close()
+    since = _since(args.since)
+    with opened_store(settings) as store:
+        report = store.report(since=since)
     if args.json:
         import json
 
@@ -72,22 +93,16 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    try:
-        days = args.days if args.days is not None else settings.retention_days
+    days = args.days if args.days is not None else settings.retention_days
+    with opened_store(settings) as store:
         counts = store.purge(days)
-    finally:
-        store.close()
     print("purged: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" (retention {days} days)")
     return 0
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    try:
+    with opened_store(settings) as store:
         counts = store.forget(args.platform, args.user)
-    finally:
-        store.close()
     print(f"forgot {args.platform} user: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

@@ -122,12 +122,31 @@ async def _load(service: AdviserService) -> None:
 
 def _open_store(settings: Settings):  # noqa: ANN202
     try:
-        from bot.store import Store
+        from bot.store import Store, StoreUnavailable
     except ImportError:
         return None
     from bot.record import pseudonym_key
 
-    return Store.open(settings.effective_database_url, pseudonym_key(settings))
+    store = Store(settings.effective_database_url, pseudonym_key(settings))
+    try:
+        store.create_schema()
+    except StoreUnavailable as exc:
+        # Answer without the database rather than not at all: every store call already fails soft (dedupe in
+        # memory, the rate limit allows, question records queue in store.pending); the schema is retried below.
+        log.error("record database unavailable at start-up (%s); answering without it until it is back", exc,
+                  extra={"event": "store_unavailable"})
+        store.schema_missing = True
+    return store
+
+
+async def _create_schema_when_available(service: AdviserService, store, interval: float = 15.0) -> None:  # noqa: ANN001
+    while getattr(store, "schema_missing", False):
+        try:
+            await service.run(store.create_schema)
+            store.schema_missing = False
+            log.info("record database is back; schema ready", extra={"event": "store_available"})
+        except Exception:
+            await asyncio.sleep(interval)
 
 
 def run_server(settings: Settings, host: str | None = None, port: int | None = None, socket_mode: bool = False,
@@ -142,6 +161,14 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     store = _open_store(settings)
     app = create_app(settings, service, store)
     add_background(app, reload_interval)
+    if store is not None and getattr(store, "schema_missing", False):
+
+        async def retry_schema(app: web.Application):  # noqa: ANN202 - an aiohttp cleanup context
+            task = asyncio.get_running_loop().create_task(_create_schema_when_available(service, store))
+            yield
+            task.cancel()
+
+        app.cleanup_ctx.append(retry_schema)
     if socket_mode:
         from bot.slack_app import start_socket_mode
 

@@ -28,6 +28,7 @@ from botbuilder.integration.aiohttp import (
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticateRequestResult, ServiceClientCredentialsFactory
 from msrest.authentication import Authentication
+from msrest.exceptions import ClientRequestError
 
 from bot.render_teams import render_notice_card
 from bot.service import AdviserService
@@ -115,6 +116,12 @@ def build_adapter(
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config, credentials_factory=factory))
 
     async def on_turn_error(turn_context: TurnContext, error: Exception) -> None:
+        if isinstance(error, ClientRequestError):
+            # The serviceUrl could not be reached (after the client's retries): an error card would only fail
+            # the same way, after another round of retries.
+            log.error("Teams reply could not be delivered: the serviceUrl is unreachable (%s)",
+                      type(error.inner_exception or error).__name__)
+            return
         log.error("Teams turn failed: %s", error, exc_info=error)
         try:  # tell the user, but a failure to do so must not turn into a second error
             card = render_notice_card("Sorry, something went wrong. Please try again.")

@@ -33,7 +33,8 @@ def load_encoder(model_name: str):  # noqa: ANN201 - SentenceTransformer is impo
         transformers.logging.disable_progress_bar()
         return SentenceTransformer(resolve_model_path(model_name), device="cpu")
     except Exception as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the library says
         raise ModelError(
-            f"cannot load the embedding model {model_name!r} ({type(exc).__name__}: {exc}); "
-            f"set POLICYBOT_MODEL to a local sentence-transformers folder or to {PACKAGED_MODEL!r}"
+            f"POLICYBOT_MODEL={model_name!r} cannot be loaded: set POLICYBOT_MODEL to a local "
+            f"sentence-transformers folder or to {PACKAGED_MODEL!r} ({reason})"
         ) from exc

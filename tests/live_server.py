@@ -1,5 +1,7 @@
 """A real server on its own event loop in a background thread, and a plain HTTP client for it: lets synchronous
-tests (hypothesis properties) drive the real aiohttp app, bolt and botbuilder stacks over loopback HTTP."""
+tests (hypothesis properties) drive the real aiohttp app, bolt and botbuilder stacks over loopback HTTP. Also the
+fuzz runs' shared pieces: example counts (FUZZ_SCALE), an ERROR-log collector that tells our exceptions from the
+libraries', and a loopback stand-in for Microsoft's OpenID key endpoint."""
 
 from __future__ import annotations
 
