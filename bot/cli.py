@@ -273,13 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
+    from index.datafile import DataFileError
     from index.embedder import ModelError
     from index.readers import PolicyError
 
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings) or 0)
-    except (CliError, PolicyError, ModelError, ValueError) as exc:
+    except (CliError, PolicyError, ModelError, DataFileError, ValueError) as exc:
         print(f"policybot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

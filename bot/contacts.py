@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.answer import Contact
+from index.datafile import DataFileError, read_toml
 
 CONTACT_FIELDS = ("name", "email", "phone", "slack", "teams", "placeholder")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
-class ContactsError(Exception):
+class ContactsError(DataFileError):
     pass
 
 
@@ -31,12 +32,9 @@ class Contacts:
 
 
 def load_contacts(path: Path) -> Contacts:
-    if not path.exists():
+    data = read_toml(path, ContactsError)
+    if data is None:
         return Contacts({})
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ContactsError(f"{path.name}: {exc}") from exc
     by_role = {}
     for role, entry in (data.get("roles") or {}).items():
         if not isinstance(entry, dict):

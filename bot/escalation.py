@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from index.clauses import Clause, Document
+from index.datafile import DataFileError, read_toml
 from index.units import segment_blocks, split_segments
 
 # Head nouns that make a noun phrase a person or body one can contact; "their prior written consent" (8.2:
@@ -111,7 +111,7 @@ def derive_rules(documents: list[Document]) -> list[EscalationRule]:
     return [rule for document in documents for clause in document.clauses for rule in rules_for_clause(clause)]
 
 
-class OverrideError(Exception):
+class OverrideError(DataFileError):
     pass
 
 
@@ -121,12 +121,9 @@ def apply_overrides(rules: list[EscalationRule], path: Path) -> list[EscalationR
     [[rule]] clause = "5.4"  roles = ["chief executive"]  action = "advice"  sentence = "..."   # add or correct
     [[silence]] clause = "9.1"  role = "Electoral Commission"                                   # silence
     """
-    if not path.exists():
+    data = read_toml(path, OverrideError)
+    if data is None:
         return rules
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise OverrideError(f"{path.name}: {exc}") from exc
     result = list(rules)
     for silence in data.get("silence", []):
         clause = str(silence.get("clause", ""))

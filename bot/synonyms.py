@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from index.datafile import DataFileError, read_toml
 
-class SynonymsError(Exception):
+
+class SynonymsError(DataFileError):
     pass
 
 
@@ -33,12 +34,9 @@ class Synonyms:
 
 
 def load_synonyms(path: Path) -> Synonyms:
-    if not path.exists():
+    data = read_toml(path, SynonymsError)
+    if data is None:
         return Synonyms({})
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SynonymsError(f"{path.name}: {exc}") from exc
     table: dict[str, tuple[str, ...]] = {}
     for key, value in (data.get("synonyms") or {}).items():
         targets = (value,) if isinstance(value, str) else tuple(str(v) for v in value)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.clauses import Clause, Document, normalise_number
+from index.datafile import DataFileError, read_toml
 
 # A sentence ends at . ! ? ; followed by space and a capital, quote or bracket; "i.e." / "e.g." do not end one.
 _SENTENCE_END = re.compile(r"(?<!\bi\.e)(?<!\be\.g)(?<=[.!?])\s+(?=[A-Z“\"‘'(])")
@@ -77,7 +77,7 @@ class CuratedQuestion:
     document: str = ""  # doc_id, optional when only one document has that clause number
 
 
-class CuratedError(Exception):
+class CuratedError(DataFileError):
     pass
 
 
@@ -86,12 +86,9 @@ def load_curated(path: Path) -> list[CuratedQuestion]:
 
     File format (TOML):  [[question]]  clause = "5.3"  wordings = ["can I use the crest on my site", ...]
     """
-    if not path.exists():
+    data = read_toml(path, CuratedError)
+    if data is None:
         return []
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CuratedError(f"{path.name}: {exc}") from exc
     result = []
     for entry in data.get("question", []):
         clause = str(entry.get("clause", "")).strip()

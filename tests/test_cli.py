@@ -104,3 +104,18 @@ def test_index_clauses_show_escalations_check(env):
         assert f" {clause}:" in rules
     check = run(["check"], env)
     assert b"placeholder" in check.stdout
+
+
+def test_broken_data_file_is_a_clear_error(env, tmp_path):
+    """A synonyms.toml with a TOML error names the file and line instead of a traceback."""
+    import shutil
+
+    folder = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, folder)
+    (folder / "synonyms.toml").write_text('[synonyms]\ncrest = logo\n', encoding="utf-8")
+    result = run(["ask", "can I use the crest?"], {**env, "POLICYBOT_POLICY_DIR": str(folder),
+                                                   "POLICYBOT_DATA_DIR": str(tmp_path / "d")})
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "synonyms.toml" in stderr and "line" in stderr
+    assert "Traceback" not in stderr
