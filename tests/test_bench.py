@@ -9,16 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import POLICY_DIR
 
-from bot.bench import (
-    END_MARKER,
-    START_MARKER,
-    Plan,
-    percentile,
-    render_section,
-    render_terminal,
-    run_bench,
-    write_section,
-)
+from bot.bench import Plan, run_bench
+from bot.bench_report import END_MARKER, START_MARKER, percentile, render_section, render_terminal, write_section
 from bot.cli import build_parser
 from bot.synthetic import real_sentences, source_files, write_corpus
 from index.readers import load_documents
