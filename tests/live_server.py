@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 # FUZZ_SCALE=10 runs every property ten times longer (a deeper search than the default suite's bounded runs).
@@ -186,3 +187,12 @@ def serve_openid(signing_key: Any, key_id: str) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def metric(text: str, sample: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0.0 if absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from live_server import metric
 from slack_stub import BOT_TOKEN, SIGNING_SECRET, SlackStub, all_text, event_body, mention, signed_headers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,14 +39,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def metric(text: str, sample: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 @dataclass

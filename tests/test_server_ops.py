@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
-from prometheus_client.parser import text_string_to_metric_families
+from live_server import metric
 from slack_stub import BOT_TOKEN, SIGNING_SECRET, SlackStub, event_body, mention, message, signed_headers
 
 from bot.adviser import Adviser
@@ -42,15 +42,6 @@ LOGO_SENTENCE = "should only occur with the written permission of the chief exec
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def metric(text: str, sample: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus exposition (0.0 if absent)."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
-
-
 @contextmanager
 def captured_logs(secrets: list[str] = ()) -> Iterator[io.StringIO]:
     """Every record from every logger, at INFO and above, through the server's own redacting JSON handler."""
