@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from index.clauses import Clause, Document, DocumentMeta
+from index.embedder import choose_precision, encode_texts
 from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
 from index.units import CuratedQuestion, Unit, build_units, load_curated
@@ -87,23 +88,24 @@ def _versions() -> dict[str, str]:
     return result
 
 
-def embed_documents(documents: list[Document], curated: list[CuratedQuestion], encoder, progress: bool = False):  # noqa: ANN001, ANN201
+def embed_documents(documents: list[Document], curated: list[CuratedQuestion], encoder, progress: bool = False,  # noqa: ANN001, ANN201
+                    report: dict | None = None):
     """Units for the documents' clauses, embedded into an exact inner-product FAISS index (vectors are unit length,
-    so inner product is cosine). Returns (clauses, units, faiss_index)."""
+    so inner product is cosine). Returns (clauses, units, faiss_index); `report`, when given, receives the
+    precision the texts were encoded in (see embedder.choose_precision)."""
     import faiss
 
     clauses, units = build_units(documents, curated)
     # Councils repeat boilerplate across documents: encode each distinct text once.
     distinct = list(dict.fromkeys(u.text for u in units))
-    encoded = encoder.encode(
-        distinct,
-        batch_size=32,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=progress,
-    ).astype(np.float32)
+    precision = choose_precision(encoder, distinct)
+    encoded = encode_texts(encoder, distinct, precision, progress)
+    if report is not None:
+        report["encode_precision"] = precision
     row = {text: i for i, text in enumerate(distinct)}
+    del distinct
     vectors = encoded[[row[u.text] for u in units]] if units else encoded
+    del encoded, row
     units = assign_curated_segments(units, vectors)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])
     faiss_index.add(vectors)
@@ -119,7 +121,8 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
     started = time.perf_counter()
     documents = load_documents(policy_dir)
     curated = load_curated(policy_dir / CURATED_FILE)
-    clauses, units, faiss_index = embed_documents(documents, curated, encoder, progress)
+    encoding: dict = {}
+    clauses, units, faiss_index = embed_documents(documents, curated, encoder, progress, report=encoding)
     manifest = {
         "format": FORMAT_VERSION,
         "policy_hash": policy_fingerprint(policy_dir),
@@ -129,6 +132,7 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
         "documents": len(documents),
         "clauses": len(clauses),
         "units": len(units),
+        **encoding,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest["background"] = background_scores(policy_dir, encoder, faiss_index)
