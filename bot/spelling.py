@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
+from threading import Lock
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
@@ -13,16 +15,36 @@ class Speller:
     own words, at edit distance 1 only: cheap enough to run on every question, and conservative, so slang the
     synonym table knows ("insta", "cllr") and real words ("dress") are never "corrected"."""
 
+    CACHE_SIZE = 20_000  # words remembered with their suggestion; questions reuse a small vocabulary
+
     def __init__(self, vocabulary: Iterable[str]) -> None:
         from spellchecker import SpellChecker
 
         self._checker = SpellChecker(distance=1)
         self._own = {w.lower() for w in vocabulary if w.isalpha() and len(w) > 2}
+        # suggest() is a pure function of the word for this instance: remember its answers (least recently used
+        # dropped first). Question workers share the speller, hence the lock around the bookkeeping.
+        self._cache: OrderedDict[str, str | None] = OrderedDict()
+        self._cache_lock = Lock()
 
     def _frequency(self, word: str) -> int:
         return self._checker.word_frequency[word] if word in self._checker else 0
 
     def suggest(self, word: str) -> str | None:
+        """The correction for one lower-case word, or None to leave it alone (remembered per word; see
+        `_suggest`)."""
+        with self._cache_lock:
+            if word in self._cache:
+                self._cache.move_to_end(word)
+                return self._cache[word]
+        suggestion = self._suggest(word)
+        with self._cache_lock:
+            self._cache[word] = suggestion
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return suggestion
+
+    def _suggest(self, word: str) -> str | None:
         """The correction for one lower-case word, or None to leave it alone.
 
         An unknown word becomes its closest policy word if there is one (the policies' words outrank general

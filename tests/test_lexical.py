@@ -73,3 +73,19 @@ def test_bm25_postings_sum_exactly_like_a_sparse_row_sum():
     tf, length = tf_docs[doc].count(term), len(tf_docs[doc])
     weight = index.idf[term] * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / average))
     assert index.scores([term])[doc] == pytest.approx(weight, rel=1e-12)
+
+
+def test_speller_cache_answers_as_the_uncached_speller_and_stays_bounded(monkeypatch):
+    """The speller remembers suggestions per word: the same answers as working each out afresh, in any order,
+    and no more than CACHE_SIZE words remembered."""
+    from bot.spelling import Speller
+
+    words = ["facebok", "folowers", "breech", "dress", "insta", "councillor", "passwrd", "logo", "lgo", "websit"]
+    speller = Speller(" ".join(CORPUS + ["Councillors must not breach the code on Facebook or with followers"]).split())
+    fresh = {word: speller._suggest(word) for word in words}
+    assert fresh["facebok"] == "facebook" and fresh["dress"] is None  # the fixture exercises both outcomes
+    monkeypatch.setattr(Speller, "CACHE_SIZE", 4)
+    for word in words + words[::-1] + words:
+        assert speller.suggest(word) == fresh[word]
+        assert len(speller._cache) <= 4
+    assert speller.correct("can I post on facebok") == "can I post on facebook"
