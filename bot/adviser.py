@@ -43,6 +43,22 @@ _GREETING = re.compile(
     re.IGNORECASE,
 )
 _FOLLOW_UP = re.compile(r"^(?:and|also|what\s+about|how\s+about|what\s+if|same\s+for|ok\s+and|but)\b", re.IGNORECASE)
+# A question that asks for a person ("who do I tell", "who should I contact") gets the people every cited clause
+# names, not only the first: the asker wants to know where to go, and the second clause may be the one that says.
+_ASKS_WHO = re.compile(
+    r"\bwho(?:m)?\s+(?:(?:do|should|can|could|would|will|must|shall)\s+(?:i|we|they|you)\s+|to\s+|i\s+)?"
+    r"(?:ask|tell|contact|report|speak|talk|go|turn|complain|inform|notify|email|call|ring|consult)\b|"
+    r"\b(?:report|tell|contact|complain\s+to|go\s+to|speak\s+to|talk\s+to)\s+who(?:m)?\b|"
+    r"\bwho(?:'s|\s+is)\s+(?:responsible|in\s+charge)\b|\bwho\s+deals\s+with\b|\bwho\s+(?:can|could)\s+help\b",
+    re.IGNORECASE,
+)
+# Words that never decide what a question is about ("and NOW people are messaging me", "SOMEONE keeps ..."):
+# never counted as unknown words, even when a policy happens not to use them.
+_FILLER = frozenset(tokenize(
+    "now just really still even yet already ever again anyway actually basically literally someone somebody "
+    "anyone anybody something anything everyone everybody everything nothing thing things stuff lot lots bit "
+    "kind sort way guys folks loads tons keep keeps kept lately recently today yesterday tonight week"
+))
 _CLAUSE_REF = re.compile(r"(?<![\w.])(\d+(?:\.\d+)+|\d+\(\d+[A-Z]?\)(?:\([a-z]+\))*)(?![\w])")
 
 
@@ -55,6 +71,7 @@ class Tuning:
     citation_margin: float = 0.08  # further clauses are cited while within this of the top fused score
     max_citations: int = 3
     segment_overlap_weight: float = 1.0  # see Adviser._answering_segments
+    segment_share: float = 0.25  # see Adviser._answering_segments
     # Abstention (see `Adviser._covered`): the dense score that answers on its own, and the one below which the
     # adviser always abstains, are quantiles of the scores off-topic background questions reach in this index;
     # the constants are used only when an index has no background scores.
@@ -245,6 +262,7 @@ class Adviser:
             c for c in ranking[1:] if fused[c] >= fused[best] - tuning.citation_margin
         ][: tuning.max_citations - 1]
         citations = []
+        asks_who = bool(_ASKS_WHO.search(search_text))
         escalations: list[Escalation] = []
         headline = []
         for position, clause_id in enumerate(chosen):
@@ -252,7 +270,7 @@ class Adviser:
             segments = self._answering_segments(clause_id, vector, query_terms)
             quote = self._quote(clause, segments)
             citations.append(self._citation(clause, fused[clause_id], quote))
-            if position == 0 or fused[clause_id] >= fused[best] - tuning.citation_margin / 2:
+            if position == 0 or asks_who or fused[clause_id] >= fused[best] - tuning.citation_margin / 2:
                 for escalation in self._escalations(clause, segments):
                     if all(e.role.lower() != escalation.role.lower() for e in escalations):
                         escalations.append(escalation)
@@ -304,14 +322,17 @@ class Adviser:
             return 1.0
         default_idf = max(lexical.idf.values(), default=1.0)
         weights = {t: lexical.idf.get(t, default_idf) for t in unique}
-        unknown = sum(w for t, w in weights.items() if not lexical.known(t) and t not in self._synonym_terms)
+        unknown = sum(w for t, w in weights.items()
+                      if not lexical.known(t) and t not in self._synonym_terms and t not in _FILLER)
         return unknown / sum(weights.values())
 
     def _answering_segments(self, clause_id: int, vector: np.ndarray, query_terms: list[str]) -> list[int]:
         """The segments of a clause that answer the question: the best block (a segment with any sentence that
         points back to it), scored by the best cosine of its text or of a curated wording attached to it, plus
         the IDF-weighted share of the question's words it contains: words that set one part of a clause apart
-        ("personal security" in 5.5) decide between parts the encoder finds equally close."""
+        ("personal security" in 5.5) decide between parts the encoder finds equally close. A further block that
+        holds at least `segment_share` of those words answers part of the question too ("in cases of a risk to
+        personal security, must I still identify myself" is worded like 5.5's rule but turns on its exception)."""
         clause = self.index.clauses[clause_id]
         blocks = {block[0]: block for block in segment_blocks(split_segments(clause.text))}
         units = [i for i in self.index.units_of_clause(clause_id) if self.index.units[i].segment >= 0]
@@ -332,7 +353,9 @@ class Adviser:
         weight = self.tuning.segment_overlap_weight
         scored = {first: score + weight * overlap.get(first, 0.0) for first, score in best.items() if first in blocks}
         top = max(scored.values())
-        return sorted(p for first, score in scored.items() if score >= top - 0.02 for p in blocks[first])
+        share = self.tuning.segment_share
+        return sorted(p for first, score in scored.items()
+                      if score >= top - 0.02 or overlap.get(first, 0.0) >= share for p in blocks[first])
 
     def _quote(self, clause: Clause, segments: list[int]) -> str:
         """The verbatim sentence(s) holding the answering segments, plus an anaphoric rule sentence that governs

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bot.adviser import _ASKS_WHO
 from bot.contacts import load_contacts, validate_contacts
 from bot.escalation import OverrideError, apply_overrides, derive_rules
 from index.parse import parse_document
@@ -130,6 +131,54 @@ def test_escalation_precision_within_a_clause(adviser):
     assert [e.role for e in security.escalations if e.required] == ["ICT Manager"]
     profile = adviser.ask("should I make clear in my profile whether I represent the council?")
     assert not [e for e in profile.escalations if e.required]
+
+
+def test_exception_named_in_the_question_escalates_even_when_the_rule_sentence_is_closer(adviser):
+    """A question phrased like 5.5's rule ("must a councillor still identify themselves") but conditioned on its
+    exception ("a threat to my personal security") answers with the exception too, so the ICT Manager is named."""
+    answer = adviser.ask("If there is a threat to my personal security, do I still have to say who I am in my profile?")
+    assert answer.citations[0].clause == "5.5"
+    assert "personal security" in answer.citations[0].quote
+    assert [e.role for e in answer.escalations if e.required] == ["ICT Manager"]
+    plain = adviser.ask("do I have to say who I am in my profile")
+    assert plain.citations[0].clause == "5.5"
+    assert not [e for e in plain.escalations if e.required]
+
+
+def test_who_do_i_tell_gets_the_people_of_every_cited_clause(adviser):
+    """Asking for a person collects the roles of all cited clauses, not only those of the first one."""
+    question = "been doxxed and now getting nasty messages, who should i contact"
+    answer = adviser.ask(question)
+    cited = [c.clause for c in answer.citations]
+    assert "7.2" in cited and cited[0] != "7.2"  # the case this rule exists for: 7.2 is cited second
+    roles = {e.role.lower() for e in answer.escalations if e.required}
+    assert {"political group leader", "democratic services", "police"} <= roles
+
+
+@pytest.mark.parametrize(
+    ("question", "asks"),
+    [
+        ("who should i contact", True),
+        ("who do I tell about this", True),
+        ("who to report it to?", True),
+        ("I need to report this, tell who?", True),
+        ("who's responsible for the logo", True),
+        ("who can help me with trolls", True),
+        ("who can see my posts", False),
+        ("who are my followers", False),
+        ("can I block people who abuse me", False),
+    ],
+)
+def test_asking_for_a_person(question, asks):
+    assert bool(_ASKS_WHO.search(question)) is asks
+
+
+def test_filler_words_and_abuse_slang_do_not_make_a_threat_question_unanswered(adviser):
+    """"now" and "horrible" are words the policy never uses; neither may push a report-abuse question into
+    an abstention."""
+    answer = adviser.ask("my address was posted online and now people are sending me horrible messages, who do I tell?")
+    assert answer.answered and answer.citations[0].clause == "7.2"
+    assert "police" in {e.role.lower() for e in answer.escalations if e.required}
 
 
 def test_report_shows_unanswered_question_asked_through_cli(tmp_path):
