@@ -59,6 +59,11 @@ _FILLER = frozenset(tokenize(
     "anyone anybody something anything everyone everybody everything nothing thing things stuff lot lots bit "
     "kind sort way guys folks loads tons keep keeps kept lately recently today yesterday tonight week"
 ))
+# Where a question's parts meet: punctuation, a dash, and the words that attach a circumstance to it.
+_PARTS = re.compile(
+    r"\s*(?:[,;:!?()]|\s[-–—]\s|\.\s|\b(?:after|because|since|cos|coz|while|whilst|but|though|although)\b)\s*",
+    re.IGNORECASE,
+)
 _CLAUSE_REF = re.compile(r"(?<![\w.])(\d+(?:\.\d+)+|\d+\(\d+[A-Z]?\)(?:\([a-z]+\))*)(?![\w])")
 
 
@@ -256,7 +261,7 @@ class Adviser:
         if not ranking:
             return self._abstain(text, notes)
         best = ranking[0]
-        if not self._covered(dense[best], question_terms):
+        if not self._covered(dense[best], question_terms) and not self._covered_by_part(search_text, result):
             return self._abstain(text, notes)
         chosen = [best] + [
             c for c in ranking[1:] if fused[c] >= fused[best] - tuning.citation_margin
@@ -303,6 +308,32 @@ class Adviser:
         if top_dense < weak:
             return False
         return self._unknown_share(question_terms) < self.tuning.max_unknown
+
+    def _covered_by_part(self, search_text: str, result) -> bool:  # noqa: ANN001 - a Ranking
+        """Is one part of the question covered on its own, the rest being context the policy has no words for?
+
+        Councillors add circumstances: "getting threats on facebook after the budget vote", "had someone turn up
+        at my house, can I stop saying who I am on my accounts". The circumstance's words are unknown to the
+        policy and tip the unknown-words share towards abstaining. So when the whole question sits in the middle
+        band, each part (split at punctuation and at "after", "because", "but" ...) is tried alone: a part that
+        passes `_covered` itself, matches one of the question's top clauses, and scores at least as high as the
+        whole question did, shows the rest was incidental. Off-topic questions rarely split this way: their
+        unknown word is what they ask about ("the basic allowance", "my council laptop"), not a circumstance."""
+        best = result.order[0]
+        whole = result.dense[best]
+        strong, weak = self.abstention_thresholds
+        if not weak <= whole < strong:
+            return False
+        parts = [p for p in _PARTS.split(search_text) if p and p != search_text and len(tokenize(p)) >= 2]
+        for part in parts[:4]:
+            _, _, part_terms, part_result = self._search(part)
+            if not part_result.order:
+                continue
+            top = part_result.order[0]
+            score = part_result.dense[top]
+            if top in result.order[:3] and score >= whole and self._covered(score, part_terms):
+                return True
+        return False
 
     @functools.cached_property
     def abstention_thresholds(self) -> tuple[float, float]:

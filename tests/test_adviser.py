@@ -40,7 +40,10 @@ def test_disclaimer_question_does_not_escalate(adviser):
 
 @pytest.mark.parametrize(
     "question", ["what's the weather like tomorrow", "where can I park my car at the civic centre",
-                 "how do I claim my expenses", "what time is the bin collection on Tuesday"],
+                 "how do I claim my expenses", "what time is the bin collection on Tuesday",
+                 # off-topic questions with a circumstance attached: no part of them is covered on its own
+                 "how much is the basic allowance, because my payslip looks wrong",
+                 "who do i speak to about a leaking roof in a council house, it's urgent"],
 )
 def test_out_of_scope_questions_abstain_with_fallback_contact(adviser, question):
     """Questions the policy does not cover get a plain "not covered" and a fallback contact, not a guess."""
@@ -50,6 +53,20 @@ def test_out_of_scope_questions_abstain_with_fallback_contact(adviser, question)
     assert not answer.citations
     assert answer.escalations and all(not e.required for e in answer.escalations)
     assert "do not cover" in answer.answer
+
+
+def test_a_circumstance_the_policy_has_no_words_for_does_not_hide_the_question(adviser):
+    """"because of my vote on the bypass" is context; the question is about harassment (7.2). Without it the
+    question is answered with the police among the contacts, and with it too."""
+    for question in ("someone is harassing me on instagram",
+                     "someone is harassing me on instagram because of my vote on the bypass"):
+        answer = adviser.ask(question)
+        assert answer.answered, question
+        assert answer.citations[0].clause == "7.2"
+        assert "police" in {e.role.lower() for e in answer.escalations if e.required}
+    whole = adviser._search("someone is harassing me on instagram because of my vote on the bypass")[3]
+    strong, weak = adviser.abstention_thresholds
+    assert weak <= whole.dense[whole.order[0]] < strong  # the middle band, where the parts are consulted
 
 
 def test_named_clause_returns_that_clause(adviser):

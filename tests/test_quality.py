@@ -14,12 +14,12 @@ from bot.evaluate import evaluate, load_gold, same_answer
 
 GOLD = Path(__file__).parent / "gold" / "seed_gold.jsonl"
 THRESHOLDS = {
-    "hit@1": 0.90,
-    "recall@3": 0.93,
+    "hit@1": 0.92,
+    "recall@3": 0.97,
     "false_abstention_max": 0.05,
-    "oos_abstention": 0.83,
-    "escalation_precision": 0.94,
-    "escalation_recall": 0.82,
+    "oos_abstention": 0.85,
+    "escalation_precision": 0.95,
+    "escalation_recall": 0.95,
 }
 
 
