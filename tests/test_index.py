@@ -123,3 +123,41 @@ def test_manifest_lists_checksums(policy_copy, tmp_path, encoder):
     assert set(manifest["files"]) == {"faiss.index", "units.json"}
     assert len(manifest["policy_hash"]) == 64
     assert np.isclose(float(np.linalg.norm(index.faiss_index.reconstruct(0))), 1.0, atol=1e-4)
+
+
+def test_threaded_build_encoding_matches_the_encoder_row_for_row(encoder, capsys):
+    """encode_texts (batches longest first, shared by worker threads) gives each text its own vector, in the
+    order given, equal to sentence-transformers' own float32 encode; its progress bar counts texts."""
+    from index.embedder import encode_texts
+
+    texts = [f"Councillors must declare interest number {i} " + "in writing " * (i % 23) for i in range(70)]
+    expected = encoder.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = encode_texts(encoder, texts, "float32", progress=True, workers=3)
+    assert vectors.shape == expected.shape and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, expected, atol=2e-5)
+    assert "100%|" in capsys.readouterr().err
+    assert encode_texts(encoder, [], "float32").shape == (0, expected.shape[1])
+
+
+def test_bfloat16_build_encoding_is_chosen_only_when_native_and_close(encoder, monkeypatch):
+    """bfloat16 is used for a large build only on a CPU with native bfloat16 and when its vectors agree with
+    float32's; the environment variable overrides; a bfloat16 encode is unit length and within cosine 0.999."""
+    import index.embedder as embedder
+
+    texts = [f"Clause {i}: councillors must keep {i} records of gifts and hospitality" for i in range(300)]
+    monkeypatch.delenv(embedder.BUILD_PRECISION_ENV, raising=False)
+    assert embedder.choose_precision(encoder, texts[:20]) == "float32"  # small: not worth checking
+    monkeypatch.setattr(embedder, "native_bfloat16", lambda: False)
+    assert embedder.choose_precision(encoder, texts) == "float32"
+    monkeypatch.setattr(embedder, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(embedder, "_BF16_MIN_COSINE", 1.01)  # an impossible agreement: the check must refuse
+    assert embedder.choose_precision(encoder, texts) == "float32"
+    monkeypatch.setenv(embedder.BUILD_PRECISION_ENV, "bfloat16")
+    assert embedder.choose_precision(encoder, texts[:5]) == "bfloat16"
+    monkeypatch.setenv(embedder.BUILD_PRECISION_ENV, "fast")
+    with pytest.raises(embedder.ModelError):
+        embedder.choose_precision(encoder, texts)
+    reference = embedder.encode_texts(encoder, texts[:40], "float32")
+    reduced = embedder.encode_texts(encoder, texts[:40], "bfloat16")
+    np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1.0, atol=1e-5)
+    assert float((reference * reduced).sum(axis=1).min()) > 0.999
