@@ -90,15 +90,13 @@ def question_from_slack(text: str, bot_user_id: str | None) -> str:
 class ThreadMemory:
     """Questions asked in the conversations the bot has answered, so a reply in such a thread is recognised as a
     follow-up and answered with the earlier questions as context. Bounded: the least recently used threads go
-    first. Kept in memory: a follow-up that reaches another instance is answered there without context."""
+    first. Used when there is no record store; with one, the store's conversation turns are shared by all
+    instances (see SlackListeners._thread_history)."""
 
     def __init__(self, max_threads: int = 5000, per_thread: int = 5) -> None:
         self._threads: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self.max_threads = max_threads
         self.per_thread = per_thread
-
-    def answered(self, channel: str, thread_ts: str) -> bool:
-        return (channel, thread_ts) in self._threads
 
     def history(self, channel: str, thread_ts: str) -> list[str]:
         return list(self._threads.get((channel, thread_ts), ()))
@@ -181,7 +179,7 @@ class SlackListeners:
             return
         if event.get("channel_type") == "im":
             where = Where(channel, thread, ts)
-        elif thread and thread != ts and self.threads.answered(channel, thread):
+        elif thread and thread != ts and await self._thread_history(channel, thread):
             if _MENTION.search(_text(event.get("text"))):
                 return  # a mention of the bot arrives as app_mention too; a mention of someone else is for them
             where = Where(channel, thread, ts)
@@ -218,7 +216,7 @@ class SlackListeners:
             return render_notice(NOT_STARTED if self.service.load_error else LOADING)
         if not await self._allowed(user):
             return render_notice(RATE_LIMITED)
-        history = self._history(where) if where else []
+        history = await self._history(where) if where else []
         try:
             answer, question_id = await self._ask(user, question, history)
         except Exception as exc:
@@ -226,16 +224,36 @@ class SlackListeners:
             self.service.observe_question(PLATFORM, user, None, None, error=exc)
             return render_notice(FAILED)
         if where and answer.kind in ANSWERED_KINDS:
-            self.threads.remember(where.channel, where.thread_ts, answer.question)
+            await self._remember(where, user, answer.question)
         options = RenderOptions(question_id=question_id, ephemeral=ephemeral, ask_buttons=self.store is not None)
         return render_answer(answer, options)
 
-    def _history(self, where: Where) -> list[str]:
+    async def _history(self, where: Where) -> list[str]:
         # A threaded reply in a DM may follow the DM's top-level questions.
-        history = self.threads.history(where.channel, where.thread_ts)
+        history = await self._thread_history(where.channel, where.thread_ts)
         if not history and where.channel.startswith("D"):
-            history = self.threads.history(where.channel, "")
+            history = await self._thread_history(where.channel, "")
         return history
+
+    async def _thread_history(self, channel: str, thread_ts: str) -> list[str]:
+        """The questions answered in a thread, oldest first. With a store, its record is the one every instance
+        shares (a follow-up may reach another instance than the question it follows); memory serves without one,
+        or when the database cannot be reached."""
+        if self.store is not None:
+            try:
+                return await self.service.run(self.store.conversation_history, PLATFORM, f"{channel}:{thread_ts}")
+            except Exception as exc:
+                log.warning("could not read a Slack thread's earlier questions: %s", type(exc).__name__)
+        return self.threads.history(channel, thread_ts)
+
+    async def _remember(self, where: Where, user: str, question: str) -> None:
+        self.threads.remember(where.channel, where.thread_ts, question)
+        if self.store is not None:
+            try:
+                await self.service.run(self.store.remember_turn, PLATFORM, f"{where.channel}:{where.thread_ts}",
+                                       user, question)
+            except Exception as exc:  # the answer goes out regardless; a follow-up just lacks its context
+                log.warning("could not record a Slack thread's question: %s", type(exc).__name__)
 
     async def _ask(self, user: str, question: str, history: list[str]) -> tuple[Answer, str]:
         started = time.perf_counter()

@@ -17,96 +17,32 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from bot.store_report import GroupFn, Report, collect_report
+from bot.store_schema import (  # noqa: F401 - tables re-exported for callers and tests
+    SCHEMA_VERSION,
+    conversation_turns,
+    event_claims,
+    feedback,
+    metadata,
+    questions,
+    rate_events,
+    schema_version,
+    tickets,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 EVENT_CLAIM_DAYS = 2  # chat platforms retry within minutes; two days is ample
 RATE_EVENT_DAYS = 1  # allow_question windows longer than this are not supported
 
 
 class StoreUnavailable(Exception):
     """The database could not be reached or was locked; wraps the SQLAlchemy error as __cause__."""
-
-
-class _UTCDateTime(sa.TypeDecorator):
-    """Stores naive UTC in the column and hands back aware UTC, so SQLite and PostgreSQL compare and return alike."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        # Naive datetimes are taken to be UTC already.
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-# Schema definition only (no connection or state), shared by every Store.
-metadata = sa.MetaData()
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True), sa.Column("applied_at", _UTCDateTime, nullable=False),
-)
-questions = sa.Table(
-    "questions", metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("asker", sa.String(32), nullable=False, index=True),
-    sa.Column("platform", sa.String(32), nullable=False),
-    sa.Column("question", sa.Text, nullable=False),
-    sa.Column("answered", sa.Boolean, nullable=False),
-    sa.Column("top_clause", sa.Text),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Column("created_at", _UTCDateTime, nullable=False, index=True),
-)
-feedback = sa.Table(
-    "feedback", metadata,
-    sa.Column("question_id", sa.Text, primary_key=True),
-    sa.Column("asker", sa.String(32), primary_key=True),
-    sa.Column("helpful", sa.Boolean, nullable=False),
-    sa.Column("comment", sa.Text, nullable=False, default=""),
-    sa.Column("created_at", _UTCDateTime, nullable=False),
-    sa.Column("updated_at", _UTCDateTime, nullable=False, index=True),
-)
-tickets = sa.Table(
-    "tickets", metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("role", sa.Text, nullable=False, index=True),
-    sa.Column("question", sa.Text, nullable=False),
-    sa.Column("clauses", sa.Text, nullable=False),  # JSON list, order kept
-    sa.Column("link", sa.Text, nullable=False, default=""),
-    sa.Column("destination", sa.Text, nullable=False, default=""),
-    sa.Column("notify", sa.Text, nullable=False, default=""),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("asker", sa.String(32), nullable=False, index=True),
-    sa.Column("asker_platform", sa.String(32), nullable=False),
-    sa.Column("created_at", _UTCDateTime, nullable=False),
-    sa.Column("resolved_at", _UTCDateTime),
-    sa.Column("resolved_by", sa.String(32)),
-)
-event_claims = sa.Table(
-    "event_claims", metadata,
-    sa.Column("platform", sa.String(32), primary_key=True),
-    sa.Column("event_id", sa.Text, primary_key=True),
-    sa.Column("claimed_at", _UTCDateTime, nullable=False, index=True),
-)
-rate_events = sa.Table(
-    "rate_events", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("asker", sa.String(32), nullable=False),
-    sa.Column("created_at", _UTCDateTime, nullable=False, index=True),
-    sa.Index("ix_rate_events_asker_created_at", "asker", "created_at"),
-)
 
 
 @dataclass(frozen=True)
@@ -179,7 +115,7 @@ class Store:
                     raise
         with self._tx() as conn:
             found = conn.execute(select(func.max(schema_version.c.version))).scalar()
-        if found is None:
+        if found is None or found < SCHEMA_VERSION:  # create_all above added the newer tables
             try:
                 with self._tx() as conn:
                     conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=self._now()))
@@ -294,6 +230,34 @@ class Store:
             with self._tx() as conn:
                 conn.execute(update(feedback).where(match).values(**changes))
 
+    def remember_turn(self, platform: str, conversation: str, user_id: str, question: str, keep: int = 5) -> None:
+        """Remember a question asked in a conversation (a Slack thread or DM, a Teams conversation), so that any
+        instance can read a later follow-up in its light; only the last `keep` per conversation are kept. Raises
+        StoreUnavailable: the caller decides whether an answer without context is acceptable (it is)."""
+        key = self.pseudonymise(f"{platform}-conversation", conversation)
+        now = self._now()
+        with self._tx() as conn:
+            conn.execute(insert(conversation_turns).values(
+                platform=platform, conversation=key, asker=self.pseudonymise(platform, user_id),
+                question=question, created_at=now))
+            match = (conversation_turns.c.platform == platform) & (conversation_turns.c.conversation == key)
+            newest = conn.execute(select(conversation_turns.c.id).where(match).order_by(
+                conversation_turns.c.id.desc()).limit(keep)).scalars().all()
+            if len(newest) == keep:
+                conn.execute(delete(conversation_turns).where(match & (conversation_turns.c.id < newest[-1])))
+
+    def conversation_history(self, platform: str, conversation: str, limit: int = 5,
+                             max_age: timedelta = timedelta(days=7)) -> list[str]:
+        """The last `limit` questions of a conversation, oldest first, none older than `max_age` (a question
+        asked in a Teams chat next week is not a follow-up to today's). Empty if the conversation is unknown."""
+        key = self.pseudonymise(f"{platform}-conversation", conversation)
+        match = ((conversation_turns.c.platform == platform) & (conversation_turns.c.conversation == key)
+                 & (conversation_turns.c.created_at >= self._now() - max_age))
+        with self._tx() as conn:
+            rows = conn.execute(select(conversation_turns.c.question).where(match).order_by(
+                conversation_turns.c.id.desc()).limit(limit)).scalars().all()
+        return list(reversed(rows))
+
     def create_ticket(
         self, platform: str, user_id: str, role: str, question: str, clauses: list[str],
         link: str = "", destination: str = "", notify: str = "",
@@ -381,6 +345,8 @@ class Store:
                 "feedback": conn.execute(delete(feedback).where(
                     feedback.c.question_id.in_(old_questions) | (feedback.c.updated_at < cutoff))).rowcount,
                 "questions": conn.execute(delete(questions).where(questions.c.created_at < cutoff)).rowcount,
+                "conversation_turns": conn.execute(delete(conversation_turns).where(
+                    conversation_turns.c.created_at < cutoff)).rowcount,
                 "tickets": conn.execute(delete(tickets).where(
                     (tickets.c.status == "resolved") & (tickets.c.resolved_at < cutoff))).rowcount,
                 "event_claims": conn.execute(delete(event_claims).where(
@@ -407,6 +373,8 @@ class Store:
                 "feedback": conn.execute(delete(feedback).where(
                     (feedback.c.asker == asker) | feedback.c.question_id.in_(theirs))).rowcount,
                 "questions": conn.execute(delete(questions).where(questions.c.asker == asker)).rowcount,
+                "conversation_turns": conn.execute(delete(conversation_turns).where(
+                    conversation_turns.c.asker == asker)).rowcount,
                 "tickets": conn.execute(delete(tickets).where(tickets.c.asker == asker)).rowcount,
                 "rate_events": conn.execute(delete(rate_events).where(rate_events.c.asker == asker)).rowcount,
                 "tickets_resolver_cleared": conn.execute(update(tickets).where(

@@ -51,7 +51,8 @@ DEFAULT_INTRO = "I answer questions about the council's policies by quoting them
 class ConversationMemory:
     """The last few questions of each conversation, oldest first: the `history` the adviser uses to read a short
     follow-up ("what about Instagram?") in the light of the question before it. Bounded in conversations (least
-    recently used dropped first) and in questions per conversation; in memory, so a restart forgets it."""
+    recently used dropped first) and in questions per conversation; in memory, so a restart forgets it. Used when
+    there is no record store (or it cannot be reached); with one, its conversation turns serve every instance."""
 
     def __init__(self, max_conversations: int = 1000, max_questions: int = 3) -> None:
         self._questions: OrderedDict[str, deque[str]] = OrderedDict()
@@ -208,7 +209,7 @@ class PolicyBot(ActivityHandler):
         async with typing_indicator(turn_context):
             started = time.perf_counter()
             try:
-                answer = await self.service.ask(question, self.memory.history(conversation_id))
+                answer = await self.service.ask(question, await self._history(conversation_id))
             except Exception as exc:
                 log.exception("the adviser failed on a Teams question")
                 self.service.observe_question(PLATFORM, user_id, None, None, error=exc)
@@ -224,6 +225,7 @@ class PolicyBot(ActivityHandler):
             question_id = await self._store_call("log_question", PLATFORM, user_id, answer.question,
                                                  answer.answered, answer.top_clause, latency_ms) or ""
             self.memory.remember(conversation_id, answer.question)
+            await self._store_call("remember_turn", PLATFORM, conversation_id, user_id, answer.question)
         self.service.observe_question(PLATFORM, user_id, answer, latency_ms, question_id)
         await self._send_answer(turn_context, answer, question_id)
 
@@ -245,6 +247,11 @@ class PolicyBot(ActivityHandler):
             return True
         claimed = await self._store_call("claim_event", PLATFORM, f"{activity.conversation.id}|{activity.id}")
         return claimed is not False
+
+    async def _history(self, conversation_id: str) -> tuple[str, ...]:
+        """The conversation's earlier questions: from the store, which all instances share, else from memory."""
+        shared = await self._store_call("conversation_history", PLATFORM, conversation_id, self.memory.max_questions)
+        return tuple(shared) if shared is not None else self.memory.history(conversation_id)
 
     async def _store_call(self, method: str, *args: Any) -> Any:
         """Call a store method off the event loop; None when there is no store or it fails (the answer matters

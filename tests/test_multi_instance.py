@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from live_server import metric
-from slack_stub import BOT_TOKEN, SIGNING_SECRET, SlackStub, all_text, event_body, mention, signed_headers
+from slack_stub import BOT_TOKEN, SIGNING_SECRET, SlackStub, all_text, event_body, mention, message, signed_headers
 
 REPO = Path(__file__).resolve().parent.parent
 JSON = "application/json"
@@ -173,6 +173,20 @@ async def test_two_instances_sharing_a_database_answer_a_slack_event_once(
         assert sum(metric(t, "policybot_questions_total", platform="slack", outcome="answered") for t in texts) == 1
         for instance in (first, second):
             assert BOT_TOKEN not in instance.log_text() and SIGNING_SECRET not in instance.log_text()
+
+        # A reply in the thread, without a mention, reaches the instance that did not answer: it learns from the
+        # shared database that the bot answered this thread and what was asked, so "what about instagram?" is
+        # answered as a follow-up about the logo (alone it would be read as "is Instagram covered?").
+        answered_by = [i for i in (first, second) if i.events("question")]
+        assert len(answered_by) == 1
+        other = second if answered_by[0] is first else first
+        follow_up = message("what about instagram?", "1700000000.000950", "C0GENERAL", "channel",
+                            thread_ts="1700000000.000900")
+        assert await other.post_event(event_body(follow_up)) == 200
+        calls = await slack.wait_for("chat.postMessage", 2, timeout=WAIT)
+        assert calls[1].payload.get("thread_ts") == "1700000000.000900"
+        assert "written permission of the chief executive" in all_text(calls[1].payload)
+        assert other.events("question")
 
 
 async def test_a_policy_edit_reaches_a_running_server_without_a_restart(slack, settings, adviser, policy_copy,

@@ -246,12 +246,14 @@ def test_purge_removes_old_text_keeps_recent(store: Store, clock: Clock) -> None
     old_open = store.create_ticket("slack", "U1", "s151 officer", "Old open question", [])
     old_done = store.create_ticket("slack", "U1", "s151 officer", "Old resolved question", [])
     store.resolve_ticket(old_done.id, "slack", "U9")
+    store.remember_turn("slack", "C1:1.0", "U1", "Old question about expenses")
     clock.advance(days=40)
     new_q = store.log_question("slack", "U1", "New question about leave", True, "3.1", 10)
     store.record_feedback(new_q, "slack", "U1", helpful=False, comment="new comment")
 
     counts = store.purge(30)
-    assert counts == {"feedback": 1, "questions": 1, "tickets": 1, "event_claims": 1, "rate_events": 1}
+    assert counts == {"feedback": 1, "questions": 1, "conversation_turns": 1, "tickets": 1, "event_claims": 1,
+                      "rate_events": 1}
     dump = _all_values(store)
     assert "Old question about expenses" not in dump and "old comment" not in dump
     assert "Old resolved question" not in dump
