@@ -1,7 +1,8 @@
 """A real server on its own event loop in a background thread, and a plain HTTP client for it: lets synchronous
 tests (hypothesis properties) drive the real aiohttp app, bolt and botbuilder stacks over loopback HTTP. Also the
-fuzz runs' shared pieces: example counts (FUZZ_SCALE), an ERROR-log collector that tells our exceptions from the
-libraries', and a loopback stand-in for Microsoft's OpenID key endpoint."""
+fuzz runs' shared pieces: example counts (FUZZ_SCALE), arbitrary JSON values, an ERROR-log collector that tells our
+exceptions from the libraries', and a loopback stand-in for Microsoft's OpenID key endpoint. And `serving(app)`, the
+same loopback start for async tests on their own event loop."""
 
 from __future__ import annotations
 
@@ -13,18 +14,36 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from aiohttp import web
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 # FUZZ_SCALE=10 runs every property ten times longer (a deeper search than the default suite's bounded runs).
 FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE") or 1)
 OUR_CODE = tuple(str(Path(__file__).resolve().parent.parent / package) for package in ("bot", "index"))
+# The server runs in another thread and uses `random` (retry jitter, ids) while hypothesis generates examples;
+# hypothesis notices and warns, though the strategies themselves never touch `random`. A fuzz module's pytestmark.
+SERVER_USES_RANDOM = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+
+
+@asynccontextmanager
+async def serving(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Serve `app` on an ephemeral loopback port of the running event loop; yields its base URL, cleans up after."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 class LiveLoop:
@@ -74,6 +93,17 @@ class LiveLoop:
 def examples(count: int) -> int:
     """`count` hypothesis examples, scaled by FUZZ_SCALE."""
     return max(1, round(count * FUZZ_SCALE))
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
+
+
+def json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4))
+
+
+# Any JSON value: what a hostile client may put in any field of a payload.
+json_values = st.recursive(json_scalars, json_containers, max_leaves=12)
 
 
 def http_post(base_url: str, path: str, body: bytes, headers: dict[str, str] | list[tuple[str, str]],
@@ -147,6 +177,17 @@ class ErrorLog(logging.Handler):
         return found
 
 
+@contextmanager
+def errors_logged() -> Iterator[ErrorLog]:
+    """An ErrorLog on the root logger for the duration."""
+    errors = ErrorLog()
+    logging.getLogger().addHandler(errors)
+    try:
+        yield errors
+    finally:
+        logging.getLogger().removeHandler(errors)
+
+
 def raised_in_our_code(record: logging.LogRecord) -> bool:
     """Was the exception logged with `record` raised by this project's code (bot/, index/)? The innermost frame
     outside the standard library decides: an exception a library raises on a payload its platform never sends
@@ -187,6 +228,23 @@ def serve_openid(signing_key: Any, key_id: str) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextmanager
+def openid_endpoint(signing_key: Any, key_id: str) -> Iterator[str]:
+    """`serve_openid`, with botbuilder's channel token validation (ChannelValidation.open_id_metadata_endpoint)
+    pointed at it for the duration; yields the metadata URL."""
+    from botframework.connector.auth import ChannelValidation
+
+    server = serve_openid(signing_key, key_id)
+    previous = ChannelValidation.open_id_metadata_endpoint
+    ChannelValidation.open_id_metadata_endpoint = f"http://127.0.0.1:{server.server_address[1]}/openid"
+    try:
+        yield ChannelValidation.open_id_metadata_endpoint
+    finally:
+        ChannelValidation.open_id_metadata_endpoint = previous
+        server.shutdown()
+        server.server_close()
 
 
 def metric(text: str, sample: str, **labels: str) -> float:

@@ -1,5 +1,6 @@
 """A loopback stand-in for the Slack Web API and response_urls that records every call, plus Slack-signed request
-builders: the network edge of the Slack end-to-end tests."""
+builders: the network edge of the Slack end-to-end tests. And `running_with_stub`, which starts the real server
+(create_app) wired to a fresh stand-in."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ import hmac
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
 from aiohttp import web
+from live_server import serving
+
+from bot.adviser import Adviser
+from bot.server import create_app
+from bot.service import AdviserService
+from bot.settings import Secret, Settings
+from bot.store import Store
 
 BOT_USER_ID = "UBOTPOLICY"
 BOT_ID = "BBOTPOLICY"
@@ -191,16 +203,57 @@ async def _read_payload(request: web.Request) -> dict[str, Any]:
     return payload
 
 
+# ---------------------------------------------------------------------------------------------- the real server
+@dataclass
+class StubbedServer:
+    """The real server on a loopback port, the Slack stand-in it talks to, its service and store, and an HTTP
+    session for the test. Test modules subclass it with their own request helpers."""
+
+    base_url: str
+    stub: SlackStub
+    service: AdviserService
+    store: Store
+    session: aiohttp.ClientSession
+
+
+Server = TypeVar("Server", bound=StubbedServer)
+
+
+@asynccontextmanager
+async def running_with_stub(kind: type[Server], adviser: Adviser | None, tmp_path: Path, database: str,
+                            runner_options: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Server]:
+    """Start a SlackStub and the real app (create_app: bolt, botbuilder, the service, a SQLite store at
+    tmp_path/database) with Slack settings pointing at the stub; `runner_options` go to aiohttp's AppRunner (the
+    access log), `settings` to Settings. Everything is stopped and closed on the way out."""
+    stub = await SlackStub().start()
+    config = Settings(policy_dir=adviser.settings.policy_dir if adviser else tmp_path, data_dir=tmp_path,
+                      slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SIGNING_SECRET),
+                      slack_api_url=stub.api_url, **settings)
+    service = AdviserService(config, adviser)
+    store = Store.open(f"sqlite:///{tmp_path}/{database}", b"k" * 32)
+    try:
+        async with serving(create_app(config, service, store), **(runner_options or {})) as base_url, \
+                aiohttp.ClientSession() as session:
+            yield kind(base_url, stub, service, store, session)
+    finally:
+        await stub.stop()
+        service.close()
+        store.close()
+
+
 # ---------------------------------------------------------------------------------------------- Slack requests
-def sign(body: str, timestamp: str, secret: str = SIGNING_SECRET) -> str:
-    """Slack's v0 signature, computed independently of the code under test."""
-    digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+def sign(body: str | bytes, timestamp: str, secret: str = SIGNING_SECRET) -> str:
+    """Slack's v0 signature of a text body (UTF-8) or of any bytes, computed independently of the code under test."""
+    raw = body.encode() if isinstance(body, str) else body
+    digest = hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + raw, hashlib.sha256).hexdigest()
     return f"v0={digest}"
 
 
-def signed_headers(body: str, content_type: str, timestamp: int | None = None, retry: int | None = None) -> dict:
+def signed_headers(body: str, content_type: str, timestamp: int | None = None, retry: int | None = None,
+                   secret: str = SIGNING_SECRET) -> dict:
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sign(body, ts)}
+    headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
+               "X-Slack-Signature": sign(body, ts, secret)}
     if retry is not None:
         headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
     return headers

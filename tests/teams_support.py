@@ -1,4 +1,5 @@
-"""Shared pieces of the Teams tests: one real Adviser per session, Bot Framework activities, card inspection."""
+"""Shared pieces of the Teams tests: one real Adviser per session, Bot Framework activities, a loopback serviceUrl
+that records what the bot sends, card inspection."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bot.adviser import Adviser
 from bot.answer import Contact
@@ -66,6 +68,29 @@ def message(text: str | None, service_url: str, conversation_type: str = "person
     if value is not None:
         activity["value"] = value
     return activity
+
+
+class ServiceUrlRecorder:
+    """Plays the Bot Framework connector service: records every POST the bot makes to its serviceUrl."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+
+    async def record(self, request: web.Request) -> web.Response:
+        self.posts.append({"path": request.path, "json": await request.json(),
+                           "authorization": request.headers.get("Authorization", "")})
+        return web.json_response({"id": f"sent-{len(self.posts)}"})
+
+    def messages(self) -> list[dict]:
+        return [p for p in self.posts if p["json"].get("type") == "message"]
+
+    def app(self) -> web.Application:
+        """The connector's activity routes (send to a conversation, reply to an activity), recorded here; serve it
+        and its base URL + "/" is the serviceUrl."""
+        app = web.Application()
+        app.router.add_post("/v3/conversations/{conversation}/activities", self.record)
+        app.router.add_post("/v3/conversations/{conversation}/activities/{activity}", self.record)
+        return app
 
 
 def walk(element: object) -> Iterator[dict]:

@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
+from live_server import serving
 from slack_stub import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -35,9 +36,8 @@ from slack_stub import (
     message,
     signed_headers,
 )
-from teams_support import card_texts, unescape
+from teams_support import ServiceUrlRecorder, card_texts, unescape
 from teams_support import message as teams_message
-from test_teams_e2e import ServiceUrlRecorder
 
 from bot.adviser import Adviser
 from bot.server import create_app
@@ -118,27 +118,15 @@ async def running(settings: Settings, adviser: Adviser | None, store: Store | No
                   stub: SlackStub | None = None) -> AsyncIterator[Rig]:
     stub = stub or await SlackStub().start()
     recording = ServiceUrlRecorder()
-    recorder = web.Application()
-    recorder.router.add_post("/v3/conversations/{conversation}/activities", recording.record)
-    recorder.router.add_post("/v3/conversations/{conversation}/activities/{activity}", recording.record)
-    recorder_runner = web.AppRunner(recorder)
-    await recorder_runner.setup()
-    await web.TCPSite(recorder_runner, "127.0.0.1", 0).start()
     settings = replace(settings, slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SIGNING_SECRET),
                        slack_api_url=stub.api_url, teams_allow_anonymous=True)
     service = AdviserService(settings, adviser)
     app = create_app(settings, service, store)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    session = aiohttp.ClientSession()
     try:
-        yield Rig(f"http://127.0.0.1:{runner.addresses[0][1]}", app, service, stub, recording,
-                  f"http://127.0.0.1:{recorder_runner.addresses[0][1]}/", session)
+        async with serving(recording.app()) as service_url, serving(app, access_log=None) as base_url, \
+                aiohttp.ClientSession() as session:
+            yield Rig(base_url, app, service, stub, recording, service_url + "/", session)
     finally:
-        await session.close()
-        await runner.cleanup()
-        await recorder_runner.cleanup()
         await stub.stop()
         service.close()
 

@@ -4,10 +4,7 @@ meets (long questions, big bodies, the per-user rate limit across instances)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +14,17 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from live_server import ErrorLog, LiveLoop, examples, http_get, http_post, raw_request
+from live_server import (
+    SERVER_USES_RANDOM,
+    ErrorLog,
+    LiveLoop,
+    errors_logged,
+    examples,
+    http_get,
+    http_post,
+    json_values,
+    raw_request,
+)
 from slack_stub import (
     BOT_TOKEN,
     BOT_USER_ID,
@@ -28,6 +35,7 @@ from slack_stub import (
     command_body,
     event_body,
     message,
+    sign,
     signed_headers,
 )
 from test_slack_e2e import running_rig
@@ -56,11 +64,7 @@ RAW_EXAMPLES = 100
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 LOGO_QUESTION = "can I use the council logo on my website?"
-
-
-# The server runs in another thread and uses `random` (retry jitter, ids) while hypothesis generates examples;
-# hypothesis notices and warns, though the strategies themselves never touch `random`.
-pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+pytestmark = SERVER_USES_RANDOM
 
 
 @dataclass
@@ -85,23 +89,21 @@ def slack_server(adviser: Adviser, tmp_path_factory: pytest.TempPathFactory) -> 
                          slack_signing_secret=Secret(SIGNING_SECRET), slack_api_url=stub.api_url)
     service = AdviserService(settings_, adviser)
     store = Store.open(f"sqlite:///{data / 'records.sqlite3'}", b"k" * 32)
-    errors = ErrorLog()
-    logging.getLogger().addHandler(errors)
-    base_url = live.serve(create_app(settings_, service, store))
-    live.on_close(stub.stop)
-    try:
-        yield SlackServer(live, base_url, stub, store, errors)
-    finally:
-        logging.getLogger().removeHandler(errors)
-        live.close()
-        service.close()
-        store.close()
+    with errors_logged() as errors:
+        base_url = live.serve(create_app(settings_, service, store))
+        live.on_close(stub.stop)
+        try:
+            yield SlackServer(live, base_url, stub, store, errors)
+        finally:
+            live.close()
+            service.close()
+            store.close()
 
 
 def signed(body: bytes, content_type: str | None, extra: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """Slack's signature headers for any bytes (the body may not be text), then the content type and `extra`."""
     ts = str(int(time.time()))
-    digest = hmac.new(SIGNING_SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
-    headers = [("X-Slack-Request-Timestamp", ts), ("X-Slack-Signature", f"v0={digest}")]
+    headers = [("X-Slack-Request-Timestamp", ts), ("X-Slack-Signature", sign(body, ts))]
     if content_type is not None:
         headers.append(("Content-Type", content_type))
     return headers + list(extra)
@@ -123,14 +125,6 @@ _FRAMING = {"content-length", "transfer-encoding", "expect", "host", "connection
 extra_headers = st.lists(st.tuples(header_names, header_values).filter(lambda h: h[0].lower() not in _FRAMING),
                          max_size=6)
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
-
-
-def json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
-    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4))
-
-
-json_values = st.recursive(json_scalars, json_containers, max_leaves=12)
 slack_ids = st.one_of(st.sampled_from(["U0ASKER", "C0GENERAL", "D0ASKER", BOT_USER_ID, "", "1700000000.000100"]),
                       st.text(max_size=20), json_values)
 # response_url is where bolt POSTs replies: only ever our own stub, or something unusable, never the internet.

@@ -8,28 +8,30 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 import pytest
-from aiohttp import web
-from botframework.connector.auth import ChannelValidation
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from live_server import ErrorLog, LiveLoop, examples, http_get, http_post, raised_in_our_code, serve_openid
-from teams_support import BOT_ID, KEY, LOGO_QUESTION, card_texts, message, unescape
-from test_teams_e2e import (
-    APP_ID,
-    KEY_ID,
-    LoopbackCredentialsFactory,
-    ServiceUrlRecorder,
-    app_id_settings,
-    bot_framework_token,
+from live_server import (
+    SERVER_USES_RANDOM,
+    ErrorLog,
+    LiveLoop,
+    errors_logged,
+    examples,
+    http_get,
+    http_post,
+    json_scalars,
+    json_values,
+    openid_endpoint,
+    raised_in_our_code,
 )
+from teams_support import BOT_ID, KEY, LOGO_QUESTION, ServiceUrlRecorder, card_texts, message, unescape
+from test_teams_e2e import APP_ID, KEY_ID, LoopbackCredentialsFactory, app_id_settings, bot_framework_token
 
 from bot.adviser import Adviser
 from bot.server import MAX_BODY_BYTES, create_app
@@ -44,11 +46,7 @@ FORGED_TOKEN_EXAMPLES = 150
 RATE_LIMITED = "asked a lot of questions in the last minute"
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-
-
-# The server runs in another thread and uses `random` (retry jitter, ids) while hypothesis generates examples;
-# hypothesis notices and warns, though the strategies themselves never touch `random`.
-pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+pytestmark = SERVER_USES_RANDOM
 
 
 @dataclass
@@ -68,15 +66,9 @@ def teams_servers(adviser: Adviser, tmp_path_factory: pytest.TempPathFactory) ->
     key server, on one event loop in a thread, so hypothesis drives them over HTTP."""
     data = tmp_path_factory.mktemp("teams-fuzz")
     signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    openid = serve_openid(signing_key, KEY_ID)
-    previous_endpoint = ChannelValidation.open_id_metadata_endpoint
-    ChannelValidation.open_id_metadata_endpoint = f"http://127.0.0.1:{openid.server_address[1]}/openid"
     live = LiveLoop()
     recording = ServiceUrlRecorder()
-    recorder = web.Application()
-    recorder.router.add_post("/v3/conversations/{conversation}/activities", recording.record)
-    recorder.router.add_post("/v3/conversations/{conversation}/activities/{activity}", recording.record)
-    service_url = live.serve(recorder) + "/"
+    service_url = live.serve(recording.app()) + "/"
     store = Store.open(f"sqlite:///{data / 'records.sqlite3'}", KEY)
     services = []
     urls = []
@@ -88,23 +80,17 @@ def teams_servers(adviser: Adviser, tmp_path_factory: pytest.TempPathFactory) ->
             app[TEAMS_ENDPOINT_KEY] = TeamsEndpoint(settings_, service, store, LoopbackCredentialsFactory())
         services.append(service)
         urls.append(live.serve(app))
-    errors = ErrorLog()
-    logging.getLogger().addHandler(errors)
-    with pytest.MonkeyPatch.context() as patch:
+    with openid_endpoint(signing_key, KEY_ID), errors_logged() as errors, pytest.MonkeyPatch.context() as patch:
         # botbuilder replies with `requests`, which would send loopback traffic to a configured proxy.
         patch.setenv("NO_PROXY", "127.0.0.1,localhost")
         patch.setenv("no_proxy", "127.0.0.1,localhost")
         try:
             yield TeamsServers(live, urls[0], urls[1], service_url, recording, signing_key, errors)
         finally:
-            logging.getLogger().removeHandler(errors)
             live.close()
             for service in services:
                 service.close()
             store.close()
-            ChannelValidation.open_id_metadata_endpoint = previous_endpoint
-            openid.shutdown()
-            openid.server_close()
 
 
 def post(base_url: str, activity: object, token: str | None = None, raw: bytes | None = None,
@@ -117,14 +103,6 @@ def post(base_url: str, activity: object, token: str | None = None, raw: bytes |
 
 
 # ---------------------------------------------------------------------------------------------- strategies
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
-
-
-def json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
-    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4))
-
-
-json_values = st.recursive(json_scalars, json_containers, max_leaves=12)
 texts = st.one_of(st.text(max_size=300), st.sampled_from([
     LOGO_QUESTION, "<at>Policy Adviser</at> can I use the logo?", "<at>", "**bold** [x](http://e.x)", "help", "",
     "5.3", "${{7*7}}", "\u202e\u200b"]), json_values)

@@ -5,11 +5,8 @@ tables are read back. No secret, token, Authorization value, question text or ra
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import io
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,14 +15,21 @@ from pathlib import Path
 import aiohttp
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
-from botframework.connector.auth import ChannelValidation
 from cryptography.hazmat.primitives.asymmetric import rsa
-from live_server import serve_openid
-from slack_stub import SlackStub, all_text, block_action, command_body, event_body, find_buttons, message
-from teams_support import card_texts, unescape
+from live_server import openid_endpoint, serving
+from slack_stub import (
+    SlackStub,
+    all_text,
+    block_action,
+    command_body,
+    event_body,
+    find_buttons,
+    message,
+    signed_headers,
+)
+from teams_support import ServiceUrlRecorder, card_texts, unescape
 from teams_support import message as teams_message
-from test_teams_e2e import KEY_ID, OUTBOUND_TOKEN, LoopbackCredentialsFactory, ServiceUrlRecorder, bot_framework_token
+from test_teams_e2e import KEY_ID, OUTBOUND_TOKEN, LoopbackCredentialsFactory, bot_framework_token
 
 from bot.adviser import Adviser
 from bot.logs import build_handler, settings_secrets
@@ -124,61 +128,40 @@ async def exchange(adviser: Adviser, tmp_path: Path, signing_key: rsa.RSAPrivate
     runs a full Slack exchange (a DM question, a feedback click, a /policy command) and a full Teams exchange
     (a question, a feedback click) while every log record is captured."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    openid = serve_openid(signing_key, KEY_ID)
-    monkeypatch.setattr(ChannelValidation, "open_id_metadata_endpoint",
-                        f"http://127.0.0.1:{openid.server_address[1]}/openid")
-    stub = await SlackStub().start()
-    recording = ServiceUrlRecorder()
-    recorder = web.Application()
-    recorder.router.add_post("/v3/conversations/{conversation}/activities/{activity}", recording.record)
-    recorder.router.add_post("/v3/conversations/{conversation}/activities", recording.record)
-    recorder_runner = web.AppRunner(recorder)
-    await recorder_runner.setup()
-    await web.TCPSite(recorder_runner, "127.0.0.1", 0).start()
-    service_url = f"http://127.0.0.1:{recorder_runner.addresses[0][1]}/"
-    settings = dataclasses.replace(
-        adviser.settings, data_dir=tmp_path, slack_signing_secret=Secret(SIGNING_SECRET),
-        slack_bot_token=Secret(BOT_TOKEN), slack_api_url=stub.api_url, teams_app_id=APP_ID,
-        teams_app_password=Secret(APP_PASSWORD), pseudonym_key=Secret(PSEUDONYM_KEY))
-    secrets = settings_secrets(settings)
-    store = Store.open(f"sqlite:///{tmp_path / 'records.sqlite3'}", PSEUDONYM_KEY.encode())
-    inbound = bot_framework_token(signing_key, service_url)
-    with all_logs(secrets) as captured:
-        service = AdviserService(settings, adviser)
-        app = create_app(settings, service, store)
-        app[TEAMS_ENDPOINT_KEY] = TeamsEndpoint(settings, service, store, LoopbackCredentialsFactory())
-        runner = web.AppRunner(app)  # with aiohttp's default access log, as a plain deployment would have
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            async with aiohttp.ClientSession() as session:
-                await slack_exchange(session, base, stub)
-                await teams_exchange(session, base, service_url, recording, inbound)
-        finally:
-            await runner.cleanup()
-            await recorder_runner.cleanup()
-            await stub.stop()
-            service.close()
-            openid.shutdown()
-            openid.server_close()
+    with openid_endpoint(signing_key, KEY_ID):
+        stub = await SlackStub().start()
+        recording = ServiceUrlRecorder()
+        async with serving(recording.app()) as recorder_url:
+            service_url = recorder_url + "/"
+            settings = dataclasses.replace(
+                adviser.settings, data_dir=tmp_path, slack_signing_secret=Secret(SIGNING_SECRET),
+                slack_bot_token=Secret(BOT_TOKEN), slack_api_url=stub.api_url, teams_app_id=APP_ID,
+                teams_app_password=Secret(APP_PASSWORD), pseudonym_key=Secret(PSEUDONYM_KEY))
+            secrets = settings_secrets(settings)
+            store = Store.open(f"sqlite:///{tmp_path / 'records.sqlite3'}", PSEUDONYM_KEY.encode())
+            inbound = bot_framework_token(signing_key, service_url)
+            with all_logs(secrets) as captured:
+                service = AdviserService(settings, adviser)
+                app = create_app(settings, service, store)
+                app[TEAMS_ENDPOINT_KEY] = TeamsEndpoint(settings, service, store, LoopbackCredentialsFactory())
+                try:
+                    # with aiohttp's default access log, as a plain deployment would have
+                    async with serving(app) as base, aiohttp.ClientSession() as session:
+                        await slack_exchange(session, base, stub)
+                        await teams_exchange(session, base, service_url, recording, inbound)
+                finally:
+                    await stub.stop()
+                    service.close()
     try:
         yield Exchange(secrets, [inbound, OUTBOUND_TOKEN], store, captured)
     finally:
         store.close()
 
 
-def signed(body: str, content_type: str) -> dict[str, str]:
-    """Slack's v0 signature with this test's signing secret."""
-    ts = str(int(time.time()))
-    digest = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
-
-
 async def slack_exchange(session: aiohttp.ClientSession, base: str, stub: SlackStub) -> None:
     async def post(body: str, content_type: str) -> None:
         async with session.post(f"{base}/slack/events", data=body.encode(),
-                                headers=signed(body, content_type)) as response:
+                                headers=signed_headers(body, content_type, secret=SIGNING_SECRET)) as response:
             assert response.status == 200
 
     await post(event_body(message(SLACK_QUESTION, ts="1700000700.000001", channel="D0PRIVACY", channel_type="im",

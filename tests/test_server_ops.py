@@ -10,8 +10,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,16 @@ from aiohttp import web
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 from live_server import metric
-from slack_stub import BOT_TOKEN, SIGNING_SECRET, SlackStub, event_body, mention, message, signed_headers
+from slack_stub import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    StubbedServer,
+    event_body,
+    mention,
+    message,
+    running_with_stub,
+    signed_headers,
+)
 
 from bot.adviser import Adviser
 from bot.logs import REDACTED, build_handler, settings_secrets
@@ -77,13 +86,7 @@ async def eventually(check, timeout: float = 30.0, what: str = "condition"):  # 
 
 
 @dataclass
-class Server:
-    base_url: str
-    stub: SlackStub
-    service: AdviserService
-    store: Store
-    session: aiohttp.ClientSession
-
+class Server(StubbedServer):
     async def get(self, path: str) -> tuple[int, str]:
         async with self.session.get(self.base_url + path) as response:
             return response.status, await response.text()
@@ -100,28 +103,9 @@ class Server:
         return text
 
 
-@asynccontextmanager
-async def running_server(adviser: Adviser | None, tmp_path: Path) -> AsyncIterator[Server]:
+def running_server(adviser: Adviser | None, tmp_path: Path) -> AbstractAsyncContextManager[Server]:
     """The real app (bolt, botbuilder, store) on a loopback port, with the server's own access logger."""
-    stub = await SlackStub().start()
-    settings = Settings(policy_dir=adviser.settings.policy_dir if adviser else tmp_path, data_dir=tmp_path,
-                        slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SIGNING_SECRET),
-                        slack_api_url=stub.api_url)
-    service = AdviserService(settings, adviser)
-    store = Store.open(f"sqlite:///{tmp_path}/ops.db", b"k" * 32)
-    runner = web.AppRunner(create_app(settings, service, store), access_log_class=AccessLogger)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    session = aiohttp.ClientSession()
-    try:
-        yield Server(f"http://127.0.0.1:{runner.addresses[0][1]}", stub, service, store, session)
-    finally:
-        await session.close()
-        await runner.cleanup()
-        await stub.stop()
-        service.close()
-        store.close()
+    return running_with_stub(Server, adviser, tmp_path, "ops.db", {"access_log_class": AccessLogger})
 
 
 # ---------------------------------------------------------------------------------------------- logs

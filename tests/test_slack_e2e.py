@@ -4,27 +4,23 @@ loopback HTTP and a loopback stand-in for the Slack Web API recording what the a
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 import sqlalchemy as sa
 import yaml
-from aiohttp import web
 from slack_stub import (
     BOT_ID,
     BOT_TOKEN,
     BOT_USER_ID,
-    SIGNING_SECRET,
     SlackStub,
+    StubbedServer,
     all_text,
     block_action,
     command_body,
@@ -33,6 +29,7 @@ from slack_stub import (
     interaction_body,
     mention,
     message,
+    running_with_stub,
     sign,
     signed_headers,
 )
@@ -62,13 +59,8 @@ HARASSMENT_QUESTION = "who do I tell if I am being harassed online?"
 
 
 @dataclass
-class Rig:
+class Rig(StubbedServer):
     """One running server with its Slack stand-in and store."""
-
-    base_url: str
-    stub: SlackStub
-    store: Store
-    session: aiohttp.ClientSession
 
     async def post(self, body: str, headers: dict[str, str]) -> tuple[int, str, float]:
         """POST to /slack/events; returns status, body and when the response arrived (time.monotonic())."""
@@ -85,29 +77,8 @@ class Rig:
         return status
 
 
-@asynccontextmanager
-async def running_rig(adviser: Adviser, tmp_path: Path, **overrides: object) -> AsyncIterator[Rig]:
-    stub = await SlackStub().start()
-    settings = Settings(
-        policy_dir=adviser.settings.policy_dir, data_dir=tmp_path,
-        slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SIGNING_SECRET),
-        slack_api_url=stub.api_url, **overrides,
-    )
-    service = AdviserService(settings, adviser)
-    store = Store.open(f"sqlite:///{tmp_path}/t.db", b"k" * 32)
-    runner = web.AppRunner(create_app(settings, service, store), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    session = aiohttp.ClientSession()
-    try:
-        yield Rig(f"http://127.0.0.1:{runner.addresses[0][1]}", stub, store, session)
-    finally:
-        await session.close()
-        await runner.cleanup()
-        await stub.stop()
-        service.close()
-        store.close()
+def running_rig(adviser: Adviser, tmp_path: Path, **overrides: object) -> AbstractAsyncContextManager[Rig]:
+    return running_with_stub(Rig, adviser, tmp_path, "t.db", {"access_log": None}, **overrides)
 
 
 @pytest.fixture
@@ -320,8 +291,7 @@ async def test_malformed_but_signed_bodies_never_get_500(rig: Rig, case: str) ->
     text, content_type = MALFORMED_SIGNED_BODIES[case]
     raw = text.encode("utf-8", "surrogateescape")
     ts = str(int(time.time()))
-    digest = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+    headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sign(raw, ts)}
     async with rig.session.post(f"{rig.base_url}/slack/events", data=raw, headers=headers) as resp:
         assert resp.status < 500
     await settle()

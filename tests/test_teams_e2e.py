@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AsyncExitStack
 
 import jwt
 import pytest
 from aiohttp import ClientSession, web
-from botframework.connector.auth import AppCredentials, ChannelValidation, ServiceClientCredentialsFactory
+from botframework.connector.auth import AppCredentials, ServiceClientCredentialsFactory
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
-from teams_support import KEY, LOGO_QUESTION, actions_of, card_texts, message, shared_adviser, unescape
+from live_server import openid_endpoint, serving
+from teams_support import (
+    KEY,
+    LOGO_QUESTION,
+    ServiceUrlRecorder,
+    actions_of,
+    card_texts,
+    message,
+    shared_adviser,
+    unescape,
+)
 
 from bot.render_teams import MAX_CARD_BYTES
 from bot.server import MAX_BODY_BYTES, create_app
@@ -43,39 +51,11 @@ def no_proxy(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ loopback servers
-class ServiceUrlRecorder:
-    """Plays the Bot Framework connector service: records every POST the bot makes to its serviceUrl."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-
-    async def record(self, request: web.Request) -> web.Response:
-        self.posts.append({"path": request.path, "json": await request.json(),
-                           "authorization": request.headers.get("Authorization", "")})
-        return web.json_response({"id": f"sent-{len(self.posts)}"})
-
-    def messages(self) -> list[dict]:
-        return [p for p in self.posts if p["json"].get("type") == "message"]
-
-
-async def start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @pytest.fixture
 async def recorder() -> AsyncIterator[tuple[ServiceUrlRecorder, str]]:
     recording = ServiceUrlRecorder()
-    app = web.Application()
-    app.router.add_post("/v3/conversations/{conversation}/activities", recording.record)
-    app.router.add_post("/v3/conversations/{conversation}/activities/{activity}", recording.record)
-    runner, url = await start(app)
-    yield recording, url + "/"
-    await runner.cleanup()
+    async with serving(recording.app()) as url:
+        yield recording, url + "/"
 
 
 @pytest.fixture
@@ -104,26 +84,19 @@ class BotServer:
 @pytest.fixture
 async def serve(teams_adviser, store, tmp_path) -> AsyncIterator:
     """Start the real server (create_app) on an ephemeral loopback port with the given Teams settings."""
-    runners: list[web.AppRunner] = []
-    services: list[AdviserService] = []
+    async with AsyncExitStack() as started:  # on the way out: each server stopped, then its service closed
+        async def start_server(credentials_factory=None, **teams_settings) -> BotServer:  # noqa: ANN001
+            settings = dataclasses.replace(teams_adviser.settings, data_dir=tmp_path, **teams_settings)
+            service = AdviserService(settings, teams_adviser)
+            started.callback(service.close)
+            app = create_app(settings, service, store)
+            if credentials_factory is not None:
+                # The documented seam: an endpoint whose outbound tokens come from elsewhere than Entra.
+                app[TEAMS_ENDPOINT_KEY] = TeamsEndpoint(settings, service, store, credentials_factory)
+            url = await started.enter_async_context(serving(app))
+            return BotServer(url, app)
 
-    async def start_server(credentials_factory=None, **teams_settings) -> BotServer:  # noqa: ANN001
-        settings = dataclasses.replace(teams_adviser.settings, data_dir=tmp_path, **teams_settings)
-        service = AdviserService(settings, teams_adviser)
-        services.append(service)
-        app = create_app(settings, service, store)
-        if credentials_factory is not None:
-            # The documented seam: an endpoint whose outbound tokens come from elsewhere than Entra.
-            app[TEAMS_ENDPOINT_KEY] = TeamsEndpoint(settings, service, store, credentials_factory)
-        runner, url = await start(app)
-        runners.append(runner)
-        return BotServer(url, app)
-
-    yield start_server
-    for runner in runners:
-        await runner.cleanup()
-    for service in services:
-        service.close()
+        yield start_server
 
 
 # ------------------------------------------------------------------------------ anonymous (Emulator) mode
@@ -227,34 +200,8 @@ def openid_server(signing_key) -> Iterator[str]:
     """Serve OpenID metadata and a JWKS holding the local public key, and point botbuilder's channel token
     validation at it (ChannelValidation.open_id_metadata_endpoint). A thread, because botbuilder fetches keys
     with blocking `requests` calls."""
-    jwk = json.loads(RSAAlgorithm.to_jwk(signing_key.public_key())) | {"kid": KEY_ID, "use": "sig",
-                                                                       "endorsements": ["msteams"]}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            host, port = self.server.server_address[:2]
-            documents = {"/openid": {"issuer": "https://api.botframework.com",
-                                     "jwks_uri": f"http://{host}:{port}/keys"},
-                         "/keys": {"keys": [jwk]}}
-            body = json.dumps(documents.get(self.path, {})).encode()
-            self.send_response(200 if self.path in documents else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    previous = ChannelValidation.open_id_metadata_endpoint
-    ChannelValidation.open_id_metadata_endpoint = f"http://127.0.0.1:{server.server_address[1]}/openid"
-    yield ChannelValidation.open_id_metadata_endpoint
-    ChannelValidation.open_id_metadata_endpoint = previous
-    server.shutdown()
-    server.server_close()
+    with openid_endpoint(signing_key, KEY_ID) as endpoint:
+        yield endpoint
 
 
 def bot_framework_token(key, service_url: str, audience: str = APP_ID, expires_in: int = 300,
