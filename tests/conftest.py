@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,33 @@ def policy_copy(tmp_path) -> Path:
     target = tmp_path / "policy_text"
     shutil.copytree(POLICY_DIR, target)
     return target
+
+
+@contextmanager
+def _database_write_lock(url: str) -> Iterator[None]:
+    """Another connection holding a lock that blocks every write the store makes (SQLite's exclusive lock, or a
+    PostgreSQL ACCESS EXCLUSIVE lock on the store's tables)."""
+    if url.startswith("sqlite"):
+        lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE questions, feedback, tickets IN ACCESS EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def write_lock() -> Callable[[str], AbstractContextManager[None]]:
+    """`with write_lock(database_url):` another connection blocks every write the store tries."""
+    return _database_write_lock

@@ -12,12 +12,11 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -265,25 +264,13 @@ async def test_a_server_whose_model_cannot_load_reports_it_at_healthz_and_tells_
 
 
 # ---------------------------------------------------------------------------------------------- the database
-@contextmanager
-def write_lock(path: Path) -> Iterator[None]:
-    """Another connection holding SQLite's exclusive lock: every write the store tries fails as "locked"."""
-    lock = sqlite3.connect(path, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-
-
 def question_rows(store: Store) -> list[str]:
     with store.engine.connect() as conn:
         return [row.question for row in conn.execute(sa.select(questions.c.question))]
 
 
 async def test_a_locked_database_never_stops_answers_and_what_was_not_recorded_is_retried(
-        adviser: Adviser, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        adviser: Adviser, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture, write_lock) -> None:
     """While another process holds the database's write lock, Slack and Teams questions are still answered;
     each question that could not be recorded is logged (without its text) and queued in store.pending, and once
     the lock is gone the next question's write records the queued ones too: nothing is silently dropped."""
@@ -292,7 +279,7 @@ async def test_a_locked_database_never_stops_answers_and_what_was_not_recorded_i
     caplog.set_level(logging.WARNING)
     try:
         async with running(replace(settings, data_dir=tmp_path), adviser, store) as rig:
-            with write_lock(database):
+            with write_lock(f"sqlite:///{database}"):
                 await rig.slack(message(LOGO_QUESTION, ts="1700000400.000001", channel="D0ASKER",
                                         channel_type="im"))
                 post = (await rig.stub.wait_for("chat.postMessage", timeout=30))[0]

@@ -7,13 +7,11 @@ import csv
 import io
 import multiprocessing
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 
 from bot.store import Store, StoreUnavailable, metadata
 
@@ -103,27 +101,6 @@ def _all_values(store: Store) -> str:
 def _count(store: Store, table: str) -> int:
     with store.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
-
-
-@contextmanager
-def _write_lock(url: str) -> Iterator[None]:
-    """Hold a lock from another connection that blocks every write the store makes."""
-    if url.startswith("sqlite"):
-        lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-        return
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text("LOCK TABLE questions, feedback, tickets IN ACCESS EXCLUSIVE MODE"))
-            yield
-    finally:
-        engine.dispose()
 
 
 def test_pseudonym_is_keyed_stable_and_never_the_raw_id(store: Store, open_store) -> None:
@@ -331,13 +308,13 @@ def test_report_csv_neutralises_formulas(store: Store) -> None:
 
 
 def test_locked_database_queues_writes_and_flushes_later(
-    open_store, db_url: str, caplog: pytest.LogCaptureFixture
+    open_store, db_url: str, caplog: pytest.LogCaptureFixture, write_lock
 ) -> None:
     """When another connection holds a write lock, logging a question and feedback does not raise but queues them
     in `pending` (logging the failure without the question text); other writes raise StoreUnavailable; the next
     write after the lock is gone records the queue."""
     store = open_store(busy_timeout_s=0.3)
-    with _write_lock(db_url), caplog.at_level("DEBUG", logger="bot.store"):
+    with write_lock(db_url), caplog.at_level("DEBUG", logger="bot.store"):
         qid = store.log_question("slack", "U1", "Queued while locked", False, None, 5)
         store.record_feedback(qid, "slack", "U1", helpful=False, comment="queued too")
         assert [p.kind for p in store.pending] == ["question", "feedback"]
