@@ -155,15 +155,22 @@ def raw_request(base_url: str, data: bytes, timeout: float = 10.0) -> int | None
     return int(reply.split(b" ", 2)[1])
 
 
-class ErrorLog(logging.Handler):
-    """Keeps every record at ERROR or above, from any logger (attach it to the root logger)."""
+class KeepRecords(logging.Handler):
+    """Keeps every record at `level` or above, from any logger (attach it to the root logger)."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+class ErrorLog(KeepRecords):
+    """Keeps every record at ERROR or above, and tells the exceptions raised in our code from the libraries'."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
 
     def raised_in_our_code(self) -> list[str]:
         """The logged exceptions raised by this project's code, as "logger: message" lines."""

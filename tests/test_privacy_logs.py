@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
-from live_server import openid_endpoint, serving
+from live_server import KeepRecords, openid_endpoint, serving
 from slack_stub import (
     SlackStub,
     all_text,
@@ -77,21 +77,12 @@ class Captured:
 STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
-class KeepAll(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextmanager
 def all_logs(secrets: list[str]) -> Iterator[Captured]:
     """Every record from every logger at DEBUG and above, kept raw; and the same records through the server's
     redacting JSON handler. The raw handler goes first: the redacting filter rewrites the records it sees."""
     root = logging.getLogger()
-    keep = KeepAll()
+    keep = KeepRecords(logging.DEBUG)
     stream = io.StringIO()
     redacting = build_handler(secrets, json_lines=True, stream=stream)
     old_level = root.level
