@@ -78,3 +78,15 @@ def _database_write_lock(url: str) -> Iterator[None]:
 def write_lock() -> Callable[[str], AbstractContextManager[None]]:
     """`with write_lock(database_url):` another connection blocks every write the store tries."""
     return _database_write_lock
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_database_url(request, tmp_path) -> str:
+    """A database several Store objects or server processes share: a SQLite file always, and the PostgreSQL
+    server named by POLICYBOT_TEST_POSTGRES_URL when there is one (`.ci/run` starts one)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shared.sqlite3"
+    url = os.environ.get("POLICYBOT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
+    return url

@@ -3,7 +3,6 @@ PostgreSQL when POLICYBOT_TEST_POSTGRES_URL names a server)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -23,25 +22,15 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/turns.sqlite3"
-    url = os.environ.get("POLICYBOT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
-    return url
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def stores(db_url, clock):
+def stores(shared_database_url, clock):
     """Two Store objects on one database: two server instances."""
-    opened = [Store.open(db_url, KEY, clock=clock) for _ in range(2)]
+    opened = [Store.open(shared_database_url, KEY, clock=clock) for _ in range(2)]
     yield opened
     for store in opened:
         store.close()

@@ -138,22 +138,12 @@ async def slack():
     await stub.stop()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shared.sqlite3"
-    url = os.environ.get("POLICYBOT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
-    return url
-
-
 async def test_two_instances_sharing_a_database_answer_a_slack_event_once(
-        database_url, slack, settings, adviser, tmp_path):
+        shared_database_url, slack, settings, adviser, tmp_path):
     """Behind a load balancer, Slack's delivery of an event and its retry can reach different instances: with
     the event claims in the shared database, the same signed event POSTed to two server processes at once, and
     retried to one of them, is answered with exactly one chat.postMessage, and counted as one question."""
-    env = {"DATABASE_URL": database_url, "SLACK_API_URL": slack.api_url}
+    env = {"DATABASE_URL": shared_database_url, "SLACK_API_URL": slack.api_url}
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(serving(tmp_path, "one", settings.index_dir, env))
         second = await stack.enter_async_context(serving(tmp_path, "two", settings.index_dir, env))
