@@ -28,30 +28,24 @@ from bot.render_slack import (
     CALLBACK_ASK_CONFIRM,
     CALLBACK_SHORTCUT,
     PROGRESS_REACTION,
-    AskRequest,
     PolicySummary,
     RenderOptions,
     decode_value,
     render_answer,
-    render_ask_modal,
-    render_ask_sent,
-    render_asker_resolved,
     render_feedback_ack,
     render_full_clause,
     render_help,
     render_home,
     render_notice,
-    render_ticket,
-    render_ticket_resolved,
-    slack_destination,
 )
 from bot.service import AdviserService
 from bot.settings import Settings
+from bot.slack_escalation import AskAPersonListeners
+from bot.slack_payload import PLATFORM, action_channel, dict_of, field_of, from_a_bot, text_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PLATFORM = "slack"
 COMMAND = "/policy"
 ANSWERED_KINDS = ("policy", "clause", "abstain")  # the kinds that are logged and get feedback buttons
 _QUESTION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -137,7 +131,7 @@ class Where:
 
 
 @dataclass
-class SlackListeners:
+class SlackListeners(AskAPersonListeners):
     """The app's listeners. Each acknowledges first (Slack's 3-second deadline), then does the slow work."""
 
     service: AdviserService
@@ -163,7 +157,7 @@ class SlackListeners:
     # ------------------------------------------------------------------------------------------ conversations
     async def on_mention(self, event: dict, body: dict, client: AsyncWebClient, context: dict) -> None:
         """A mention in a channel: answered in the mention's thread."""
-        if _from_a_bot(event, context.get("bot_user_id")) or not event.get("channel") or not event.get("ts"):
+        if from_a_bot(event, context.get("bot_user_id")) or not event.get("channel") or not event.get("ts"):
             return
         where = Where(event["channel"], event.get("thread_ts") or event["ts"], event["ts"])
         await self.answer(client, event.get("user", ""), event.get("text", ""), where,
@@ -172,15 +166,15 @@ class SlackListeners:
     async def on_message(self, event: dict, body: dict, client: AsyncWebClient, context: dict) -> None:
         """Every DM is answered; in channels, only an un-mentioned reply in a thread the bot has answered."""
         bot_user_id = context.get("bot_user_id")
-        if _from_a_bot(event, bot_user_id) or event.get("subtype"):
+        if from_a_bot(event, bot_user_id) or event.get("subtype"):
             return  # edits, deletions, joins, bot posts: never questions
-        channel, ts, thread = _text(event.get("channel")), _text(event.get("ts")), _text(event.get("thread_ts"))
+        channel, ts, thread = text_of(event.get("channel")), text_of(event.get("ts")), text_of(event.get("thread_ts"))
         if not channel or not ts:
             return
         if event.get("channel_type") == "im":
             where = Where(channel, thread, ts)
         elif thread and thread != ts and await self._thread_history(channel, thread):
-            if _MENTION.search(_text(event.get("text"))):
+            if _MENTION.search(text_of(event.get("text"))):
                 return  # a mention of the bot arrives as app_mention too; a mention of someone else is for them
             where = Where(channel, thread, ts)
         else:
@@ -195,8 +189,8 @@ class SlackListeners:
         """Answer one question in `where`; True when the answer was posted. A retry or replay of an event that was
         already claimed posts nothing."""
         # Slack sends strings here; a payload with any other JSON type in these fields is not a question.
-        user, text, event_id = _text(user), _text(text), _text(event_id)
-        where = Where(_text(where.channel), _text(where.thread_ts), _text(where.react_ts))
+        user, text, event_id = text_of(user), text_of(text), text_of(event_id)
+        where = Where(text_of(where.channel), text_of(where.thread_ts), text_of(where.react_ts))
         if not where.channel:
             return False
         if event_id and not await self._claim(event_id):
@@ -341,9 +335,9 @@ class SlackListeners:
                           context: dict) -> None:
         """"Check against policy" on a message: the bot answers that message in its thread."""
         await ack()
-        message = _dict(shortcut.get("message"))
-        channel = _field(shortcut, "channel", "id")
-        user = _field(shortcut, "user", "id")
+        message = dict_of(shortcut.get("message"))
+        channel = field_of(shortcut, "channel", "id")
+        user = field_of(shortcut, "user", "id")
         if not channel or not message.get("ts"):
             return
         where = Where(channel, message.get("thread_ts") or message["ts"], message["ts"])
@@ -393,7 +387,7 @@ class SlackListeners:
         await ack()
         helpful = action.get("action_id") == ACTION_HELPFUL
         question_id = str(action.get("value", ""))
-        user = _field(body, "user", "id")
+        user = field_of(body, "user", "id")
         if self.store is not None and _QUESTION_ID.match(question_id) and user:
             try:
                 await self.service.run(self.store.record_feedback, question_id, PLATFORM, user, helpful)
@@ -408,7 +402,7 @@ class SlackListeners:
         data = decode_value(action.get("value"))
         question = str(data.get("q", ""))
         question_id = str(data.get("i", ""))
-        user = _field(body, "user", "id")
+        user = field_of(body, "user", "id")
         if not question or not self.service.ready:
             return
         answer = await self.service.ask(question)  # a button value cannot carry the answer itself
@@ -421,136 +415,11 @@ class SlackListeners:
             if shared is not None and shared.status_code < 400:
                 await self._slack("response_url", respond(delete_original=True))
                 return
-        channel = _action_channel(body)
+        channel = action_channel(body)
         if channel:
             await self._slack("chat.postMessage", client.chat_postMessage(channel=channel, **payload))
 
-    async def on_ask_role(self, ack: Any, action: dict, body: dict, respond: Any, client: AsyncWebClient) -> None:
-        """"Ask <role>": open the confirmation showing exactly what would be forwarded, and to whom."""
-        await ack()
-        data = decode_value(action.get("value"))
-        role, question = str(data.get("r", "")), str(data.get("q", ""))
-        if not role or not self.service.ready:
-            return
-        contact = self.service.adviser.contacts.lookup(role)
-        if not slack_destination(contact):
-            notice = render_notice(f"{role} has no Slack contact configured. Contact them directly: "
-                                   f"{contact.describe()}.")
-            await self._reply_to_action(client, respond, body, notice)
-            return
-        container = _dict(body.get("container"))
-        message = _dict(body.get("message"))
-        request = AskRequest(
-            role=role, question=question,
-            clauses=tuple(str(c) for c in data.get("c") or [] if isinstance(c, str)),
-            channel=_action_channel(body), thread_ts=str(message.get("thread_ts") or ""),
-            message_ts=str(container.get("message_ts") or message.get("ts") or ""),
-            ephemeral=bool(container.get("is_ephemeral")),
-        )
-        await self._slack("views.open", client.views_open(trigger_id=body.get("trigger_id", ""),
-                                                          view=render_ask_modal(request, contact)))
-
-    async def on_ask_confirm(self, ack: Any, body: dict, view: dict, client: AsyncWebClient) -> None:
-        """The asker pressed Send: open a ticket, forward it to the role's Slack user or channel with "Mark
-        resolved", and tell the asker where it went."""
-        await ack()
-        request = AskRequest.from_metadata(view.get("private_metadata"))
-        user = _field(body, "user", "id")
-        if request is None or not user or self.store is None or not self.service.ready:
-            return
-        contact = self.service.adviser.contacts.lookup(request.role)
-        destination = slack_destination(contact)
-        link = await self._permalink(client, request)
-        notify = await self._notify_ref(client, request, user)
-        try:
-            ticket = await self.service.run(self.store.create_ticket, PLATFORM, user, request.role,
-                                            request.question, list(request.clauses), link, destination, notify)
-        except Exception as exc:
-            log.warning("could not open an escalation ticket: %s", type(exc).__name__)
-            await self._tell_asker(client, notify, render_ask_sent(request.role, False, contact))
-            return
-        self.service.observe_escalation_request(PLATFORM, request.role)
-        delivered = None
-        if destination:
-            forward = render_ticket(ticket.id, request.role, request.question, request.clauses, user, link)
-            delivered = await self._slack("chat.postMessage", client.chat_postMessage(
-                channel=destination, unfurl_links=False, **forward))
-        await self._tell_asker(client, notify, render_ask_sent(request.role, delivered is not None, contact))
-
-    async def on_resolve(self, ack: Any, action: dict, body: dict, respond: Any, client: AsyncWebClient) -> None:
-        """"Mark resolved": close the ticket, update the contact's copy, and tell the asker (once)."""
-        await ack()
-        user = _field(body, "user", "id")
-        if self.store is None or not user:
-            return
-        try:
-            ticket, changed = await self.service.run(self.store.resolve_ticket_once, str(action.get("value", "")),
-                                                     PLATFORM, user)
-        except Exception as exc:
-            log.warning("could not resolve an escalation ticket: %s", type(exc).__name__)
-            return
-        if ticket is None:
-            await self._reply_to_action(client, respond, body, render_notice("I could not find that ticket."))
-            return
-        container = _dict(body.get("container"))
-        if container.get("channel_id") and container.get("message_ts"):
-            await self._slack("chat.update", client.chat_update(
-                channel=container["channel_id"], ts=container["message_ts"],
-                **render_ticket_resolved(ticket.role, ticket.question, user)))
-        if changed:
-            await self._tell_asker(client, ticket.notify, render_asker_resolved(ticket.role))
-
     async def _reply_to_action(self, client: AsyncWebClient, respond: Any, body: dict, payload: dict) -> None:
-        message = _dict(body.get("message"))
-        await self.tell_privately(client, respond, _action_channel(body), _field(body, "user", "id"),
+        message = dict_of(body.get("message"))
+        await self.tell_privately(client, respond, action_channel(body), field_of(body, "user", "id"),
                                   payload, thread_ts=str(message.get("thread_ts") or ""))
-
-    async def _permalink(self, client: AsyncWebClient, request: AskRequest) -> str:
-        ts = request.thread_ts or request.message_ts
-        if request.ephemeral or not request.channel or not ts:
-            return ""
-        result = await self._slack("chat.getPermalink", client.chat_getPermalink(channel=request.channel,
-                                                                                  message_ts=ts))
-        return str(result.get("permalink") or "") if result is not None else ""
-
-    async def _notify_ref(self, client: AsyncWebClient, request: AskRequest, user: str) -> str:
-        """Where to tell the asker of progress: their thread, or (for a private answer) their DM with the bot.
-        A conversation reference, never the user id, is what the store keeps."""
-        if request.channel and not request.ephemeral:
-            thread = request.thread_ts
-            return f"{PLATFORM}:{request.channel}" + (f":{thread}" if thread else "")
-        opened = await self._slack("conversations.open", client.conversations_open(users=user))
-        channel = (opened.get("channel") or {}).get("id", "") if opened is not None else ""
-        return f"{PLATFORM}:{channel}" if channel else ""
-
-    async def _tell_asker(self, client: AsyncWebClient, notify: str, payload: dict) -> None:
-        parts = notify.split(":")
-        if len(parts) < 2 or parts[0] != PLATFORM or not parts[1]:
-            return
-        thread = {"thread_ts": parts[2]} if len(parts) > 2 and parts[2] else {}
-        await self._slack("chat.postMessage", client.chat_postMessage(channel=parts[1], **thread, **payload))
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _field(payload: object, *path: str) -> str:
-    """A string inside nested payload objects ("" when a step is missing or not an object): Slack always sends
-    these shapes, but a signed payload is still parsed defensively rather than crash a listener after its ack."""
-    for key in path:
-        payload = _dict(payload).get(key)
-    return _text(payload)
-
-
-def _from_a_bot(event: dict, bot_user_id: str | None) -> bool:
-    return bool(event.get("bot_id") or event.get("subtype") == "bot_message"
-                or (bot_user_id and event.get("user") == bot_user_id))
-
-
-def _action_channel(body: dict) -> str:
-    return _field(body, "channel", "id") or _field(body, "container", "channel_id")
