@@ -48,7 +48,8 @@ class Speller:
         """The correction for one lower-case word, or None to leave it alone.
 
         An unknown word becomes its closest policy word if there is one (the policies' words outrank general
-        English: "folowers" -> "followers", not "flowers"), else the commonest English word one edit away. A rare
+        English: "folowers" -> "followers", not "flowers"), else the commonest English word one edit away, a
+        candidate that keeps the word's first letter always preferred ("acount" -> "account", not "count"). A rare
         English word becomes a policy word one edit away that is ten times commoner ("breech" -> "breach")."""
         if len(word) < 4 or "'" in word or word in self._own:
             return None
@@ -56,7 +57,13 @@ class Speller:
         if frequency >= 2000:
             return None
         edits = self._checker.edit_distance_1(word)
-        own = sorted((c for c in edits if c in self._own), key=self._frequency, reverse=True)
+
+        def likelihood(candidate: str) -> tuple[bool, int]:
+            # People rarely mistype a word's first letter ("acount" is "account", not "count"), so a candidate
+            # that keeps it comes first; among those, the commonest.
+            return candidate[0] == word[0], self._frequency(candidate)
+
+        own = sorted((c for c in edits if c in self._own), key=likelihood, reverse=True)
         if frequency:
             if own and frequency < 2000 and self._frequency(own[0]) >= 10 * frequency:
                 return own[0]
@@ -64,7 +71,7 @@ class Speller:
         if own:
             return own[0]
         english = [c for c in edits if c in self._checker]
-        return max(english, key=self._frequency) if english else None
+        return max(english, key=likelihood) if english else None
 
     def correct(self, text: str) -> str:
         def fix(match: re.Match[str]) -> str:
