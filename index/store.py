@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from index.clauses import Clause, Document, DocumentMeta
-from index.embedder import choose_precision, encode_texts
+from index.embedder import choose_precision, encode_texts, release_free_memory
 from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
 from index.units import CuratedQuestion, Unit, build_units, load_curated
@@ -98,10 +98,12 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     clauses, units = build_units(documents, curated)
     # Councils repeat boilerplate across documents: encode each distinct text once.
     distinct = list(dict.fromkeys(u.text for u in units))
+    started = time.perf_counter()
     precision = choose_precision(encoder, distinct)
     encoded = encode_texts(encoder, distinct, precision, progress)
     if report is not None:
         report["encode_precision"] = precision
+        report["encode_seconds"] = round(time.perf_counter() - started, 3)
     row = {text: i for i, text in enumerate(distinct)}
     del distinct
     vectors = encoded[[row[u.text] for u in units]] if units else encoded
@@ -109,6 +111,8 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     units = assign_curated_segments(units, vectors)
     faiss_index = faiss.IndexFlatIP(vectors.shape[1])
     faiss_index.add(vectors)
+    del vectors
+    release_free_memory()
     return clauses, units, faiss_index
 
 
@@ -291,4 +295,5 @@ def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, p
         log.info("policy files or model changed since the index was built; rebuilding")
     index = build_index(policy_dir, encoder, model_name, progress=progress)
     save_index(index, index_dir)
+    release_free_memory()  # the build's and the save's temporaries, so a long-running server does not carry them
     return index
