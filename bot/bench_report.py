@@ -158,13 +158,17 @@ def render_section(results: dict, command: str) -> str:
         lines.append(
             f"| {corpus['name']} | {corpus['build_s']:.1f} s ({corpus['build_cpu_s']:.0f} CPU-s; load "
             f"{corpus['load_before_build']:.1f} → {corpus['load_after_build']:.1f}) | "
-            f"{corpus['build_encoding_s']:.1f} s | "
+            f"{corpus['build_encoding_s']:.1f} s ({corpus.get('build_precision', 'float32')}) | "
             f"{'yes' if corpus['progress_bar'] else 'no'} | {corpus['assemble_s']:.2f} s | "
             f"{median(cold['adviser_s']):.1f} s | {median(cold['encoder_s']):.1f} s | {ratio:.2f}x | "
             f"{corpus['rss_encoder_mb']:.0f} / {corpus['rss_build_mb']:.0f} / {corpus['rss_peak_mb']:.0f} MB | "
             f"{cold['adviser_rss_mb']:.0f} MB |")
     cold_seed, cold_large = results["cold_seed"], results["cold_large"]
     lines += [
+        "",
+        "The build encodes the distinct unit texts in the precision shown (bfloat16 autocast when the CPU has native "
+        "bfloat16 and a sample agrees with float32 within cosine 0.999; questions are always float32), longest first, "
+        "in batches shared by one single-thread worker per core; see `index/embedder.py`.",
         "",
         f"Cold start is the wall time from starting a fresh `python` to its first answer (median of "
         f"{len(cold_seed['adviser_s'])}, alternating with the encoder-only process), the index already built on "
