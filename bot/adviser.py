@@ -400,8 +400,13 @@ class Adviser:
         for rule in self._rules_by_clause.get((clause.doc_id, clause.number), []):
             if set(rule.segments) & set(segments) and rule.sentence not in " ".join(sentences):
                 sentences.append(rule.sentence)
-        ordered = [s for s in _sentences_of(clause.text) if s in sentences]
-        return " ".join(ordered) or clause.text
+        every = _sentences_of(clause.text)
+        chosen = [i for i, s in enumerate(every) if s in sentences]
+        if not chosen:
+            return clause.text
+        # One unbroken stretch of the clause, so the quote stays verbatim even when the answering sentences are not
+        # next to each other (the sentences between them come too).
+        return " ".join(every[min(chosen):max(chosen) + 1])
 
     def _escalations(self, clause: Clause, segments: list[int]) -> list[Escalation]:
         """Escalate from the sentence that answers the question, not from the clause as a whole."""
