@@ -49,7 +49,7 @@ _ASKS_WHO = re.compile(
     r"\bwho(?:m)?\s+(?:(?:do|should|can|could|would|will|must|shall)\s+(?:i|we|they|you)\s+|to\s+|i\s+)?"
     r"(?:ask|tell|contact|report|speak|talk|go|turn|complain|inform|notify|email|call|ring|consult)\b|"
     r"\b(?:report|tell|contact|complain\s+to|go\s+to|speak\s+to|talk\s+to)\s+who(?:m)?\b|"
-    r"\bwho(?:'s|\s+is)\s+(?:responsible|in\s+charge)\b|\bwho\s+deals\s+with\b|\bwho\s+(?:can|could)\s+help\b",
+    r"\bwho\s+deals\s+with\b|\bwho\s+(?:can|could)\s+help\b",
     re.IGNORECASE,
 )
 # Words that never decide what a question is about ("and NOW people are messaging me", "SOMEONE keeps ..."):
@@ -275,7 +275,7 @@ class Adviser:
             segments = self._answering_segments(clause_id, vector, query_terms)
             quote = self._quote(clause, segments)
             citations.append(self._citation(clause, fused[clause_id], quote))
-            if position == 0 or asks_who or fused[clause_id] >= fused[best] - tuning.citation_margin / 2:
+            if position == 0 or asks_who:
                 for escalation in self._escalations(clause, segments):
                     if all(e.role.lower() != escalation.role.lower() for e in escalations):
                         escalations.append(escalation)
