@@ -374,9 +374,9 @@ class Adviser:
         total = sum(idf.get(t, 0.0) for t in terms) or 1.0
         best: dict[int, float] = {}
         overlap: dict[int, float] = {}
-        for unit_id in units:
+        cosines = self.index.faiss_index.reconstruct_batch(np.asarray(units, dtype=np.int64)) @ vector
+        for unit_id, cosine in zip(units, cosines.tolist(), strict=True):
             unit = self.index.units[unit_id]
-            cosine = float(np.dot(self.index.faiss_index.reconstruct(unit_id), vector))
             best[unit.segment] = max(best.get(unit.segment, -1.0), cosine)
             if unit.kind == "sentence":
                 shared = terms & self.index.unit_terms(unit_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from datetime import date
 
@@ -12,6 +13,7 @@ _MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name
 _MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_abbr) if name})
 
 
+@functools.lru_cache(maxsize=256)  # a handful of headers, read on every answer
 def parse_review_date(text: str) -> date | None:
     """The last day a written review date allows ("May 2022" -> 31 May 2022), or None when it cannot be read.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,13 @@ _SENTENCE_END = re.compile(r"(?<!\bi\.e)(?<!\be\.g)(?<=[.!?])\s+(?=[A-Z“\"‘'
 
 def split_sentences(text: str) -> list[str]:
     """Split a clause into its sentences, verbatim (joined back with single spaces they give the clause)."""
-    parts = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
-    return parts or [text]
+    return list(_sentences(text))
+
+
+@functools.lru_cache(maxsize=512)  # the clauses answers cite recur; small, so a 10k build churns it cheaply
+def _sentences(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in _SENTENCE_END.split(text) if p.strip())
+    return parts or (text,)
 
 
 _EXCEPTION = re.compile(r",\s+(?=(?:unless|except)\b)")
@@ -29,14 +35,19 @@ def split_segments(text: str) -> list[str]:
     rules attach to: in 5.5 "make clear who they are ... unless there are exceptional circumstances" the
     ICT Manager is needed for the exception, not for the rule itself.
     """
+    return list(_segments(text))
+
+
+@functools.lru_cache(maxsize=512)
+def _segments(text: str) -> tuple[str, ...]:
     segments: list[str] = []
-    for sentence in split_sentences(text):
+    for sentence in _sentences(text):
         pieces = _EXCEPTION.split(sentence, maxsplit=1)
         if len(pieces) == 2:
             segments.extend([pieces[0] + ",", pieces[1]])
         else:
             segments.append(sentence)
-    return segments
+    return tuple(segments)
 
 
 # A sentence that opens by pointing back ("If in doubt, ...", "In such instances, ...") belongs with the
