@@ -111,12 +111,15 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
         report["encode_seconds"] = round(time.perf_counter() - started, 3)
     row = {text: i for i, text in enumerate(distinct)}
     del distinct
-    vectors = encoded[[row[u.text] for u in units]] if units else encoded
-    del encoded, row
-    units = assign_curated_segments(units, vectors)
-    faiss_index = faiss.IndexFlatIP(vectors.shape[1])
-    faiss_index.add(vectors)
-    del vectors
+    # Each unit's vector is its text's row of `encoded`. FAISS gets them in slices, so a second full copy of the
+    # vectors (repeated texts included) never sits beside the index's own: the build's memory peaks here.
+    order = np.fromiter((row[u.text] for u in units), dtype=np.int64, count=len(units))
+    del row
+    units = assign_curated_segments(units, _UnitRows(encoded, order))
+    faiss_index = faiss.IndexFlatIP(encoded.shape[1])
+    for start in range(0, len(order), 4096):
+        faiss_index.add(np.ascontiguousarray(encoded[order[start:start + 4096]]))
+    del encoded, order
     release_free_memory()
     return clauses, units, faiss_index
 
@@ -176,7 +179,18 @@ def background_scores(policy_dir: Path, encoder, faiss_index) -> list[float]:  #
     return sorted(round(float(s), 4) for s in scores[:, 0])
 
 
-def assign_curated_segments(units: list[Unit], vectors: np.ndarray) -> list[Unit]:
+class _UnitRows:
+    """Unit vectors read through the unit -> distinct-text row map: `rows[i]` or `rows[[i, j]]`, no copy kept."""
+
+    def __init__(self, encoded: np.ndarray, order: np.ndarray) -> None:
+        self.encoded = encoded
+        self.order = order
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        return self.encoded[self.order[key]]
+
+
+def assign_curated_segments(units: list[Unit], vectors: np.ndarray | _UnitRows) -> list[Unit]:
     """Give each curated wording the segment of its clause it is closest to, so a question matching a wording
     about 5.5's security exception quotes (and escalates from) that exception, not the rule before it."""
     segments_of: dict[int, list[int]] = {}
