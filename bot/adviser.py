@@ -22,9 +22,9 @@ from bot.synonyms import Synonyms, load_synonyms
 from index.clauses import Clause, normalise_number
 from index.embedder import load_encoder
 from index.lexical import tokenize
-from index.search import hybrid_rank
+from index.search import Ranking, hybrid_rank
 from index.store import PolicyIndex, load_or_build
-from index.units import segment_blocks, split_segments
+from index.units import segment_blocks, split_segments, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class Adviser:
             return False
         return self._unknown_share(question_terms) < self.tuning.max_unknown
 
-    def _covered_by_part(self, search_text: str, result) -> bool:  # noqa: ANN001 - a Ranking
+    def _covered_by_part(self, search_text: str, result: Ranking) -> bool:
         """Is one part of the question covered on its own, the rest being context the policy has no words for?
 
         Councillors add circumstances: "getting threats on facebook after the budget vote", "had someone turn up
@@ -392,15 +392,15 @@ class Adviser:
         """The verbatim sentence(s) holding the answering segments, plus an anaphoric rule sentence that governs
         them ("If in doubt, contact the chief executive.")."""
         parts = split_segments(clause.text)
+        every = split_sentences(clause.text)
         sentences = []
-        for sentence in _sentences_of(clause.text):
+        for sentence in every:
             covered = [i for i, part in enumerate(parts) if part in sentence]
             if any(i in segments for i in covered):
                 sentences.append(sentence)
         for rule in self._rules_by_clause.get((clause.doc_id, clause.number), []):
             if set(rule.segments) & set(segments) and rule.sentence not in " ".join(sentences):
                 sentences.append(rule.sentence)
-        every = _sentences_of(clause.text)
         chosen = [i for i, s in enumerate(every) if s in sentences]
         if not chosen:
             return clause.text
@@ -467,9 +467,3 @@ class Adviser:
             if warning:
                 warnings.append(warning)
         return tuple(warnings)
-
-
-def _sentences_of(text: str) -> list[str]:
-    from index.units import split_sentences
-
-    return split_sentences(text)

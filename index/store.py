@@ -38,6 +38,7 @@ class IndexCorrupt(Exception):
 # hit@1 0.931 -> 0.940 and PrivacyQA nDCG@10 0.376 -> 0.387 (BM25 alone 0.344 -> 0.372), docs/benchmarks.md.
 BM25_LENGTH_NORMALISATION = 0.0
 
+
 @dataclass
 class PolicyIndex:
     """Everything a search needs, in memory: documents, clauses, units, their vectors in FAISS, and BM25."""
