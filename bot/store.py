@@ -234,13 +234,11 @@ class Store:
         """Remember a question asked in a conversation (a Slack thread or DM, a Teams conversation), so that any
         instance can read a later follow-up in its light; only the last `keep` per conversation are kept. Raises
         StoreUnavailable: the caller decides whether an answer without context is acceptable (it is)."""
-        key = self.pseudonymise(f"{platform}-conversation", conversation)
-        now = self._now()
+        match, key = self._conversation(platform, conversation)
         with self._tx() as conn:
             conn.execute(insert(conversation_turns).values(
                 platform=platform, conversation=key, asker=self.pseudonymise(platform, user_id),
-                question=question, created_at=now))
-            match = (conversation_turns.c.platform == platform) & (conversation_turns.c.conversation == key)
+                question=question, created_at=self._now()))
             newest = conn.execute(select(conversation_turns.c.id).where(match).order_by(
                 conversation_turns.c.id.desc()).limit(keep)).scalars().all()
             if len(newest) == keep:
@@ -250,13 +248,17 @@ class Store:
                              max_age: timedelta = timedelta(days=7)) -> list[str]:
         """The last `limit` questions of a conversation, oldest first, none older than `max_age` (a question
         asked in a Teams chat next week is not a follow-up to today's). Empty if the conversation is unknown."""
-        key = self.pseudonymise(f"{platform}-conversation", conversation)
-        match = ((conversation_turns.c.platform == platform) & (conversation_turns.c.conversation == key)
-                 & (conversation_turns.c.created_at >= self._now() - max_age))
+        match, _ = self._conversation(platform, conversation)
+        match &= conversation_turns.c.created_at >= self._now() - max_age
         with self._tx() as conn:
             rows = conn.execute(select(conversation_turns.c.question).where(match).order_by(
                 conversation_turns.c.id.desc()).limit(limit)).scalars().all()
         return list(reversed(rows))
+
+    def _conversation(self, platform: str, conversation: str) -> tuple[Any, str]:
+        """The WHERE clause selecting one conversation's turns, and its stored key (a keyed hash of its id)."""
+        key = self.pseudonymise(f"{platform}-conversation", conversation)
+        return (conversation_turns.c.platform == platform) & (conversation_turns.c.conversation == key), key
 
     def create_ticket(
         self, platform: str, user_id: str, role: str, question: str, clauses: list[str],
