@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -22,8 +23,9 @@ from bot.synonyms import Synonyms, load_synonyms
 from index.clauses import Clause, normalise_number
 from index.embedder import load_encoder
 from index.lexical import tokenize
-from index.search import Ranking, hybrid_rank
+from index.search import LateInteraction, Ranking, hybrid_rank, single_thread_blas
 from index.store import PolicyIndex, load_or_build
+from index.tokens import encode_question
 from index.units import segment_blocks, split_segments, split_sentences
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class Tuning:
 
     candidates: int = 64  # units fetched from FAISS per question
     lexical_weight: float = 0.25  # weight of the max-normalised BM25 score added to the dense cosine
+    # Re-ranking of the best clauses by late interaction (index.search.LateInteraction), when the index keeps
+    # word-piece vectors; None ranks on the cosine and BM25 alone.
+    late: LateInteraction | None = LateInteraction()
     citation_margin: float = 0.08  # further clauses are cited while within this of the top fused score
     max_citations: int = 3
     segment_overlap_weight: float = 1.0  # see Adviser._answering_segments
@@ -134,6 +139,7 @@ class Adviser:
         self.settings = settings
         self.encoder = encoder
         self.index = index
+        single_thread_blas()
         self.synonyms = synonyms
         self.contacts = contacts
         self.rules = rules
@@ -248,20 +254,25 @@ class Adviser:
         if self.speller is not None:
             search_text = self.speller.correct(search_text)
         expanded = self.synonyms.expand(search_text)
-        vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
+        question = None
+        if self.index.tokens is not None and tuning.late is not None:
+            vector, question = encode_question(self.encoder, expanded)
+        else:
+            vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
         query_terms = tokenize(expanded)
         question_terms = tokenize(search_text)
-        result = hybrid_rank(self.index, vector, query_terms, tuning.candidates, tuning.lexical_weight)
+        result = hybrid_rank(self.index, vector, query_terms, tuning.candidates, tuning.lexical_weight, question,
+                             self._late)
         return vector, query_terms, question_terms, result
 
     def _retrieve(self, text: str, search_text: str, notes: list[str]) -> Answer:
         tuning = self.tuning
         vector, query_terms, question_terms, result = self._search(search_text)
-        ranking, fused, dense = result.order, result.fused, result.dense
+        ranking, fused = result.order, result.fused
         if not ranking:
             return self._abstain(text, notes)
         best = ranking[0]
-        if not self._covered(dense[best], question_terms) and not self._covered_by_part(search_text, result):
+        if not self._covered(result.anchor_dense, question_terms) and not self._covered_by_part(search_text, result):
             return self._abstain(text, notes)
         chosen = [best] + [
             c for c in ranking[1:] if fused[c] >= fused[best] - tuning.citation_margin
@@ -319,8 +330,7 @@ class Adviser:
         passes `_covered` itself, matches one of the question's top clauses, and scores at least as high as the
         whole question did, shows the rest was incidental. Off-topic questions rarely split this way: their
         unknown word is what they ask about ("the basic allowance", "my council laptop"), not a circumstance."""
-        best = result.order[0]
-        whole = result.dense[best]
+        whole = result.anchor_dense
         strong, weak = self.abstention_thresholds
         if not weak <= whole < strong:
             return False
@@ -330,10 +340,21 @@ class Adviser:
             if not part_result.order:
                 continue
             top = part_result.order[0]
-            score = part_result.dense[top]
+            score = part_result.anchor_dense
             if top in result.order[:3] and score >= whole and self._covered(score, part_terms):
                 return True
         return False
+
+    @property
+    def _late(self) -> LateInteraction | None:
+        """The late-interaction re-ranking, trusting a curated wording the question comes at least as close to as
+        the weak abstention threshold (closer than three in four off-topic questions come to anything): an
+        officer's wording matched that well is the answer they chose, and on our gold set re-ranking such matches
+        only lost them. Questions no wording matches are where token matching helps (docs/benchmarks.md)."""
+        late = self.tuning.late
+        if late is None or late.trust_curated is not None:
+            return late
+        return dataclasses.replace(late, trust_curated=self.abstention_thresholds[1])
 
     @functools.cached_property
     def abstention_thresholds(self) -> tuple[float, float]:

@@ -78,14 +78,11 @@ def _record(settings: Settings, question: str, payload: dict) -> None:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from index.embedder import load_encoder
-    from index.store import build_index, load_or_build, save_index
+    from index.store import load_or_build
 
     encoder = load_encoder(settings.model)
-    if args.rebuild:
-        index = build_index(settings.policy_dir, encoder, settings.model, progress=True)
-        save_index(index, settings.index_dir)
-    else:
-        index = load_or_build(settings.policy_dir, settings.index_dir, encoder, settings.model, progress=True)
+    index = load_or_build(settings.policy_dir, settings.index_dir, encoder, settings.model, progress=True,
+                          rebuild=args.rebuild)
     for document in index.documents:
         sections = {c.section_label for c in document.clauses}
         print(f"{document.meta.title}: {len(document.clauses)} clauses in {len(sections)} sections "
@@ -94,6 +91,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     print(f"index: {manifest['documents']} documents, {manifest['clauses']} clauses, {manifest['units']} "
           f"indexed passages, model {manifest['model']}, built {manifest['built_at']} "
           f"in {manifest.get('build_seconds', 0):.1f}s -> {settings.index_dir}")
+    pieces = manifest.get("token_pieces", 0)
+    print(f"late interaction: {pieces} word-piece vectors kept" if pieces else
+          "late interaction: off (no word-piece vectors kept: over POLICYBOT_TOKEN_VECTORS_MB, or it is 0)")
     return 0
 
 

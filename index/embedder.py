@@ -134,7 +134,7 @@ def build_workers() -> int:
 
 
 def encode_texts(encoder, texts: list[str], precision: str = "float32", progress: bool = False,  # noqa: ANN001, ANN201
-                 workers: int | None = None):
+                 workers: int | None = None, tokens=None):  # noqa: ANN001 - an index.tokens.TokenWriter
     """Unit-length float32 vectors for `texts` (an index build's), one row per text, under bfloat16 autocast when
     `precision` says so (see choose_precision).
 
@@ -144,7 +144,8 @@ def encode_texts(encoder, texts: list[str], precision: str = "float32", progress
     torch's threads waiting on each other at every operation, which on a machine whose cores are shared (other
     processes, the server's own question workers) multiplied a build's wall time several times over. Only the
     tokenizer, which is not safe to call from two threads at once, runs under a lock. A progress bar (tqdm) counts
-    texts on stderr when `progress`."""
+    texts on stderr when `progress`. `tokens`, when given, receives every batch's forward pass to keep the texts'
+    word-piece vectors (index.tokens.TokenWriter)."""
     import contextlib
     import threading
 
@@ -182,8 +183,10 @@ def encode_texts(encoder, texts: list[str], precision: str = "float32", progress
                         return
                     features = preprocess([texts[i] for i in batch])
                 with torch.inference_mode(), reduced:
-                    output = encoder(features)["sentence_embedding"]
-                vectors[batch] = output.float().numpy()
+                    output = encoder(features)
+                vectors[batch] = output["sentence_embedding"].float().numpy()
+                if tokens is not None:
+                    tokens.put(batch, features, output)
                 del features, output
                 with lock:
                     bar.update(len(batch))

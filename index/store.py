@@ -1,8 +1,9 @@
 """Build, persist, verify and load the policy index (FAISS vectors + clause metadata + manifest).
 
 Layout under the data folder:  index/CURRENT names the live build; index/builds/<id>/ holds faiss.index,
-units.json and manifest.json. A build is written to its own folder and only then made live by atomically
-replacing CURRENT, so a process killed mid-build leaves the previous index serving, never a half-written one.
+units.json, manifest.json and, when they fit their budget, the units' word-piece vectors (index.tokens). A build
+is written to its own folder and only then made live by atomically replacing CURRENT, so a process killed
+mid-build leaves the previous index serving, never a half-written one.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from index.clauses import Clause, Document, DocumentMeta
 from index.embedder import choose_precision, encode_texts, release_free_memory
 from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
+from index.tokens import FILES as TOKEN_FILES
+from index.tokens import TokenVectors, plan_tokens
 from index.units import CuratedQuestion, Unit, build_units, load_curated
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 CURATED_FILE = "curated_questions.toml"
+VECTORS_NAME = TOKEN_FILES[0]
 
 
 class IndexCorrupt(Exception):
@@ -50,6 +54,7 @@ class PolicyIndex:
     manifest: dict
     curated: list[CuratedQuestion]
     build_seconds: float = 0.0
+    tokens: TokenVectors | None = None  # word-piece vectors for late interaction, when the index keeps them
 
     def __post_init__(self) -> None:
         self._units_by_clause: dict[int, list[int]] = {}
@@ -95,10 +100,12 @@ def _versions() -> dict[str, str]:
 
 
 def embed_documents(documents: list[Document], curated: list[CuratedQuestion], encoder, progress: bool = False,  # noqa: ANN001, ANN201
-                    report: dict | None = None):
+                    report: dict | None = None, token_folder: Path | None = None):
     """Units for the documents' clauses, embedded into an exact inner-product FAISS index (vectors are unit length,
-    so inner product is cosine). Returns (clauses, units, faiss_index); `report`, when given, receives the
-    precision the texts were encoded in (see embedder.choose_precision)."""
+    so inner product is cosine). Returns (clauses, units, faiss_index, tokens): `tokens` are the units' word-piece
+    vectors, written into `token_folder` by the same forward passes, or None when no folder is given or they exceed
+    their budget (index.tokens). `report`, when given, receives the precision the texts were encoded in (see
+    embedder.choose_precision) and what the token vectors take."""
     import faiss
 
     clauses, units = build_units(documents, curated)
@@ -106,36 +113,45 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     distinct = list(dict.fromkeys(u.text for u in units))
     started = time.perf_counter()
     precision = choose_precision(encoder, distinct)
-    encoded = encode_texts(encoder, distinct, precision, progress)
-    if report is not None:
-        report["encode_precision"] = precision
-        report["encode_seconds"] = round(time.perf_counter() - started, 3)
     row = {text: i for i, text in enumerate(distinct)}
+    # Late interaction reads each clause's whole-clause unit (its text with section title and list lead-in) and
+    # its curated wordings; the sentence blocks hold no piece the whole clause does not.
+    keep = list(dict.fromkeys(row[u.text] for u in units if u.kind in ("clause", "curated")))
+    writer = plan_tokens(encoder, distinct, keep, token_folder)
+    encoded = encode_texts(encoder, distinct, precision, progress, tokens=writer)
     del distinct
     # Each unit's vector is its text's row of `encoded`. FAISS gets them in slices, so a second full copy of the
     # vectors (repeated texts included) never sits beside the index's own: the build's memory peaks here.
     order = np.fromiter((row[u.text] for u in units), dtype=np.int64, count=len(units))
     del row
+    tokens = writer.finish(np.where([u.kind != "sentence" for u in units], order, -1)) if writer is not None else None
+    if report is not None:
+        report["encode_precision"] = precision
+        report["encode_seconds"] = round(time.perf_counter() - started, 3)
+        report["token_pieces"] = len(tokens.ids) if tokens is not None else 0
     units = assign_curated_segments(units, _UnitRows(encoded, order))
     faiss_index = faiss.IndexFlatIP(encoded.shape[1])
     for start in range(0, len(order), 4096):
         faiss_index.add(np.ascontiguousarray(encoded[order[start:start + 4096]]))
     del encoded, order
     release_free_memory()
-    return clauses, units, faiss_index
+    return clauses, units, faiss_index, tokens
 
 
 def policy_fingerprint(policy_dir: Path) -> str:
     return fingerprint(policy_files(policy_dir), [policy_dir / CURATED_FILE, policy_dir / "background_questions.txt"])
 
 
-def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
-    """Parse `policy_dir` and embed every unit. Raises readers.PolicyError for unusable policy files."""
+def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = False,  # noqa: ANN001
+                token_folder: Path | None = None) -> PolicyIndex:
+    """Parse `policy_dir` and embed every unit; the word-piece vectors, when kept, are written into `token_folder`
+    (save_index moves them into the build). Raises readers.PolicyError for unusable policy files."""
     started = time.perf_counter()
     documents = load_documents(policy_dir)
     curated = load_curated(policy_dir / CURATED_FILE)
     encoding: dict = {}
-    clauses, units, faiss_index = embed_documents(documents, curated, encoder, progress, report=encoding)
+    clauses, units, faiss_index, tokens = embed_documents(documents, curated, encoder, progress, report=encoding,
+                                                          token_folder=token_folder)
     manifest = {
         "format": FORMAT_VERSION,
         "policy_hash": policy_fingerprint(policy_dir),
@@ -151,7 +167,7 @@ def build_index(policy_dir: Path, encoder, model_name: str, progress: bool = Fal
     manifest["background"] = background_scores(policy_dir, encoder, faiss_index)
     seconds = time.perf_counter() - started
     manifest["build_seconds"] = round(seconds, 3)
-    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, seconds)
+    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, seconds, tokens)
 
 
 BACKGROUND_FILE = Path(__file__).with_name("background_questions.txt")
@@ -235,14 +251,24 @@ def save_index(index: PolicyIndex, index_dir: Path) -> Path:
         "curated": [asdict(q) for q in index.curated],
     }
     (staging / "units.json").write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    names = ["faiss.index", "units.json"]
+    if index.tokens is not None:
+        for name in TOKEN_FILES:  # moved (renamed: an open memory map follows the file) or copied across disks
+            shutil.move(str(index.tokens.folder / name), str(staging / name))
+        names += TOKEN_FILES
     manifest = dict(index.manifest)
-    manifest["files"] = {name: _sha256(staging / name) for name in ("faiss.index", "units.json")}
+    manifest["files"] = {name: _sha256(staging / name) for name in names}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    for name in ("faiss.index", "units.json", "manifest.json"):
+    for name in [*names, "manifest.json"]:
         with (staging / name).open("rb") as handle:
             os.fsync(handle.fileno())
     final = builds / build_id
     staging.rename(final)
+    if index.tokens is not None:
+        scratch = index.tokens.folder
+        index.tokens = TokenVectors.load(final)
+        if scratch != final and scratch.name.endswith(".partial"):
+            shutil.rmtree(scratch, ignore_errors=True)
     pointer = index_dir / "CURRENT.tmp"
     pointer.write_text(build_id, encoding="utf-8")
     os.replace(pointer, index_dir / "CURRENT")
@@ -276,6 +302,7 @@ def load_index(index_dir: Path) -> PolicyIndex:
                 raise IndexCorrupt(f"{name} does not match its checksum (truncated or corrupt)")
         payload = json.loads((folder / "units.json").read_text(encoding="utf-8"))
         faiss_index = faiss.read_index(str(folder / "faiss.index"))
+        tokens = TokenVectors.load(folder) if VECTORS_NAME in manifest["files"] else None
     except IndexCorrupt:
         raise
     except FileNotFoundError as exc:
@@ -292,28 +319,38 @@ def load_index(index_dir: Path) -> PolicyIndex:
     units = [Unit(**u) for u in payload["units"]]
     if faiss_index.ntotal != len(units):
         raise IndexCorrupt(f"FAISS holds {faiss_index.ntotal} vectors for {len(units)} units")
+    if tokens is not None and len(tokens.slots) != len(units):
+        raise IndexCorrupt(f"token vectors cover {len(tokens.slots)} units of {len(units)}")
     curated = [CuratedQuestion(**q) for q in payload.get("curated", [])]
-    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, manifest.get("build_seconds", 0.0))
+    return PolicyIndex(documents, clauses, units, faiss_index, manifest, curated, manifest.get("build_seconds", 0.0),
+                       tokens)
 
 
-def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, progress: bool = False) -> PolicyIndex:  # noqa: ANN001
-    """The index for the current policy files: loaded when its manifest matches, otherwise (re)built and saved.
+def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, progress: bool = False,  # noqa: ANN001
+                  rebuild: bool = False) -> PolicyIndex:
+    """The index for the current policy files: loaded when its manifest matches, otherwise (or when `rebuild`)
+    built and saved.
 
     A corrupt or truncated index is logged and rebuilt, never a crash.
     """
     wanted_hash = policy_fingerprint(policy_dir)
+    index = None
     try:
-        index = load_index(index_dir)
+        if not rebuild:
+            index = load_index(index_dir)
     except IndexCorrupt as exc:
         if (index_dir / "CURRENT").exists():
             log.warning("index at %s is unusable (%s); rebuilding", index_dir, exc)
-        index = None
     if index is not None:
         manifest = index.manifest
         if manifest.get("policy_hash") == wanted_hash and manifest.get("model") == model_name:
             return index
         log.info("policy files or model changed since the index was built; rebuilding")
-    index = build_index(policy_dir, encoder, model_name, progress=progress)
-    save_index(index, index_dir)
+    scratch = index_dir / "builds" / f".tokens-{os.getpid()}-{time.monotonic_ns()}.partial"
+    try:
+        index = build_index(policy_dir, encoder, model_name, progress=progress, token_folder=scratch)
+        save_index(index, index_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     release_free_memory()  # the build's and the save's temporaries, so a long-running server does not carry them
     return index

@@ -46,13 +46,15 @@ def test_index_rebuilds_when_a_policy_file_changes(policy_copy, tmp_path, encode
     assert rebuilt.manifest["documents"] == 2
 
 
+@pytest.mark.parametrize("name", ["faiss.index", "token_vectors.npy", "unit_slots.npy"])
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "delete"])
-def test_corrupt_index_is_detected_and_rebuilt(policy_copy, tmp_path, encoder, caplog, damage):
-    """A truncated, overwritten or missing index file is detected by its checksum, logged, and rebuilt."""
+def test_corrupt_index_is_detected_and_rebuilt(policy_copy, tmp_path, encoder, caplog, damage, name):
+    """A truncated, overwritten or missing index file (the vectors, or the word pieces kept for late interaction)
+    is detected by its checksum, logged, and rebuilt."""
     index_dir = tmp_path / "idx"
     _build(policy_copy, index_dir, encoder)
     build = index_dir / "builds" / (index_dir / "CURRENT").read_text()
-    target = build / "faiss.index"
+    target = build / name
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:100])
     elif damage == "garbage":
@@ -65,6 +67,7 @@ def test_corrupt_index_is_detected_and_rebuilt(policy_copy, tmp_path, encoder, c
         recovered = _build(policy_copy, index_dir, encoder)
     assert "unusable" in caplog.text
     assert recovered.faiss_index.ntotal == len(recovered.units)
+    assert recovered.tokens is not None and len(recovered.tokens.slots) == len(recovered.units)
     load_index(index_dir)  # the rebuilt index verifies
 
 
@@ -120,7 +123,11 @@ def test_manifest_lists_checksums(policy_copy, tmp_path, encoder):
     folder = save_index(index, tmp_path / "idx")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model"] == "all-MiniLM-L6-v2"
-    assert set(manifest["files"]) == {"faiss.index", "units.json"}
+    assert set(manifest["files"]) == {"faiss.index", "units.json"}  # no folder for word pieces: none kept
+    _build(policy_copy, tmp_path / "kept", encoder)
+    kept = load_index(tmp_path / "kept").manifest
+    assert set(kept["files"]) == {"faiss.index", "units.json", "token_vectors.npy", "token_ids.npy",
+                                  "token_spans.npy", "unit_slots.npy", "token_projection.npy"}
     assert len(manifest["policy_hash"]) == 64
     assert np.isclose(float(np.linalg.norm(index.faiss_index.reconstruct(0))), 1.0, atol=1e-4)
 
