@@ -9,9 +9,12 @@ is used; this module stores the vectors and computes the matches.
 The vectors are written during the build's own forward passes (no second encode), straight into a memory-mapped
 float32 file (float32 because numpy's float16 conversion cost more per question than all the rest of the scoring),
 and memory-mapped again when an index is loaded: a question touches only its candidates' pages, so they hardly
-count against the process's memory. They cost disk (1,536 bytes per word piece with this model, 3 MB for the seed
-policy), so an index whose vectors would exceed POLICYBOT_TOKEN_VECTORS_MB keeps none and ranks on its sentence
-vectors and BM25 alone.
+count against the process's memory. They cost disk: 1,536 bytes per word piece with this model (3 MB for the seed
+policy), 384 once an index has enough pieces to project them onto 96 principal directions. An index whose vectors
+would exceed POLICYBOT_TOKEN_VECTORS_MB keeps none and ranks on its sentence vectors and BM25 alone.
+
+Which units are kept: each clause's whole-clause unit (its text with section title and list lead-in; its sentence
+blocks hold no piece it does not) and the curated wordings (index.store.embed_documents).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 TOKEN_BUDGET_ENV = "POLICYBOT_TOKEN_VECTORS_MB"
-DEFAULT_TOKEN_BUDGET_MB = 256
+DEFAULT_TOKEN_BUDGET_MB = 128
 VECTORS_FILE = "token_vectors.npy"
 IDS_FILE = "token_ids.npy"
 SPANS_FILE = "token_spans.npy"
@@ -124,7 +127,7 @@ class TokenWriter:
                 counts[start + j] = len(kept)
         self.spans = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
-        self.fits = int(self.spans[-1]) * min(dimension, PROJECTED_DIMENSIONS) * 4 <= budget
+        self.fits = stored_bytes(int(self.spans[-1]), dimension) <= budget
         self.folder = folder
         self.vectors = None
         if self.fits:
@@ -168,6 +171,12 @@ class TokenWriter:
         return TokenVectors.load(self.folder)
 
 
+def stored_bytes(pieces: int, dimension: int) -> int:
+    """What `pieces` word-piece vectors take on disk: float32, projected for a large index (_principal_directions)."""
+    width = dimension if pieces < _PCA_MIN_PIECES else min(dimension, PROJECTED_DIMENSIONS)
+    return pieces * width * 4
+
+
 def _principal_directions(vectors: np.ndarray, pieces: int) -> np.ndarray:
     """(d, 1 + k): the mean word-piece vector, then the top k principal directions, as columns (PCA over up to
     _PCA_SAMPLE evenly spaced pieces); the identity for a small index."""
@@ -194,8 +203,7 @@ def plan_tokens(encoder, texts: list[str], keep: list[int], folder: Path | None)
     if folder is None or budget <= 0 or not keep:
         return None
     dimension = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
-    estimate = sum(len(texts[row]) for row in keep) / _CHARS_PER_PIECE * dimension * 4
-    if estimate > 2 * budget:
+    if stored_bytes(int(sum(len(texts[row]) for row in keep) / _CHARS_PER_PIECE), dimension) > 2 * budget:
         return None
     writer = TokenWriter(encoder, texts, keep, folder, budget)
     return writer if writer.fits else None
