@@ -354,7 +354,11 @@ class Adviser:
         late = self.tuning.late
         if late is None or late.trust_curated is not None:
             return late
-        return dataclasses.replace(late, trust_curated=self.abstention_thresholds[1])
+        cached = self.__dict__.get("_late_for")
+        if cached is None or cached[0] is not late:
+            cached = self.__dict__["_late_for"] = (late, dataclasses.replace(
+                late, trust_curated=self.abstention_thresholds[1]))
+        return cached[1]
 
     @functools.cached_property
     def abstention_thresholds(self) -> tuple[float, float]:
