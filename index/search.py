@@ -125,12 +125,13 @@ def hybrid_rank(
     bm25 = {clause: (lexical[clause] / top_lexical if top_lexical > 0 else 0.0) for clause in dense}
     fused = {clause: score + lexical_weight * bm25[clause] for clause, score in dense.items()}
     order = sorted(fused, key=fused.get, reverse=True)
-    if late is None or question is None or index.tokens is None or not len(question.ids) or not order:
-        return Ranking(order, fused, dense, order[0] if order else -1)
+    first_stage = Ranking(order, fused, dense, order[0] if order else -1)
+    if late is None or question is None or index.tokens is None or not order:
+        return first_stage
     top_clause = max(dense, key=dense.get)
     trusted = late.trust_curated is not None and dense[top_clause] >= late.trust_curated
-    if trusted and index.units[best_unit[top_clause]].kind == "curated":
-        return Ranking(order, fused, dense, order[0])
+    if (trusted and index.units[best_unit[top_clause]].kind == "curated") or not len(question.ids):
+        return first_stage
     head, tail = order[: late.depth], order[late.depth:]
     matched = late_scores(index, question, head, best_unit, late)
     rescored = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,23 +87,41 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
-@dataclass(frozen=True)
 class QuestionTokens:
-    """A question's word pieces: vocabulary ids and unit-length float32 vectors, row for row."""
+    """A question's word pieces: vocabulary ids and unit-length float32 vectors, row for row. Taken from the
+    encoder's output only when first read: most questions never need them (a close curated wording is trusted)."""
 
-    ids: np.ndarray
-    vectors: np.ndarray
+    def __init__(self, ids: np.ndarray | None = None, vectors: np.ndarray | None = None, output: dict | None = None,
+                 mask: np.ndarray | None = None) -> None:
+        self._ids, self._vectors, self._output, self._mask = ids, vectors, output, mask
+
+    def _extract(self) -> None:
+        output = self._output
+        ids = output["input_ids"].numpy()
+        keep = _kept(self._mask, ids, output["attention_mask"].numpy())
+        self._ids = ids[keep].astype(np.int32)
+        self._vectors = _unit_rows(output["token_embeddings"].float().numpy()[keep])
+        self._output = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            self._extract()
+        return self._ids
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            self._extract()
+        return self._vectors
 
 
 def encode_question(encoder, text: str) -> tuple[np.ndarray, QuestionTokens]:  # noqa: ANN001
     """One forward pass giving the question's unit-length sentence vector (as `encode(normalize_embeddings=True)`)
-    and its word-piece vectors."""
+    and its word pieces (read lazily)."""
     output = encoder.encode([text], output_value=None, normalize_embeddings=True)[0]
     vector = output["sentence_embedding"].float().numpy().astype(np.float32)
-    ids = output["input_ids"].numpy()
-    keep = _kept(word_piece_mask(encoder.tokenizer), ids, output["attention_mask"].numpy())
-    matrix = output["token_embeddings"].float().numpy()[keep]
-    return vector, QuestionTokens(ids[keep].astype(np.int32), _unit_rows(matrix))
+    return vector, QuestionTokens(output=output, mask=word_piece_mask(encoder.tokenizer))
 
 
 class TokenWriter:
