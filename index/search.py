@@ -30,14 +30,14 @@ def dense_by_clause(index: PolicyIndex, vector: np.ndarray, candidates: int,
                     best_unit: dict[int, int] | None = None) -> dict[int, float]:
     """Each clause's best unit cosine among the `candidates` nearest units (clauses outside them are absent);
     `best_unit`, when given, receives which unit that was."""
-    dense: dict[int, float] = {}
-    for unit_id, score in index.search_units(vector, candidates):
-        clause = int(index.unit_clause[unit_id])
-        if score > dense.get(clause, -1.0):
-            dense[clause] = score
-            if best_unit is not None:
-                best_unit[clause] = unit_id
-    return dense
+    ids, scores = index.nearest_units(vector, candidates)
+    # FAISS returns them best first, so each clause's first unit is its best.
+    clauses, first = np.unique(index.unit_clause[ids], return_index=True)
+    by_score = np.argsort(first)  # keep the clauses best first, as FAISS ranked their units
+    clauses, first = clauses[by_score], first[by_score]
+    if best_unit is not None:
+        best_unit.update(zip(clauses.tolist(), ids[first].tolist(), strict=True))
+    return dict(zip(clauses.tolist(), scores[first].tolist(), strict=True))
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,15 @@ class PolicyIndex:
 
     def search_units(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Nearest units by cosine similarity, best first. FAISS pads a short result list with id -1: dropped."""
+        ids, scores = self.nearest_units(vector, k)
+        return list(zip(ids.tolist(), scores.tolist(), strict=True))
+
+    def nearest_units(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """search_units as arrays (unit ids, cosines), best first, FAISS's -1 padding dropped."""
         k = max(1, min(k, len(self.units)))
         scores, ids = self.faiss_index.search(vector.reshape(1, -1).astype(np.float32), k)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i >= 0]
+        found = ids[0] >= 0
+        return ids[0][found], scores[0][found]
 
 
 def _versions() -> dict[str, str]:
