@@ -49,6 +49,7 @@ def load_encoder(model_name: str):  # noqa: ANN201 - SentenceTransformer is impo
 
 # ---------------------------------------------------------------------------------------------- bulk encoding
 BUILD_PRECISION_ENV = "POLICYBOT_BUILD_PRECISION"  # auto (default) | float32 | bfloat16
+BUILD_WORKERS_ENV = "POLICYBOT_BUILD_WORKERS"  # encoding threads for a build; empty: one per usable core
 BUILD_BATCH_SIZE = 16  # half sentence-transformers' 32: the activations of a batch are what a build's RSS peaks on
 # ...and a batch of long texts is cut further, to about this many characters (~8 texts of 64 tokens): attention's
 # activations grow with the square of the length, and the longest texts are encoded first, by every worker at once.
@@ -123,12 +124,12 @@ def choose_precision(encoder, texts: list[str]) -> str:  # noqa: ANN001
 
 def build_workers() -> int:
     """Encoding threads for a build: one per usable core (POLICYBOT_BUILD_WORKERS overrides)."""
-    configured = os.environ.get("POLICYBOT_BUILD_WORKERS", "").strip()
+    configured = os.environ.get(BUILD_WORKERS_ENV, "").strip()
     if configured:
         try:
             return max(1, int(configured))
         except ValueError as exc:
-            raise ModelError(f"POLICYBOT_BUILD_WORKERS={configured!r} is not a whole number") from exc
+            raise ModelError(f"{BUILD_WORKERS_ENV}={configured!r} is not a whole number") from exc
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores)
 
