@@ -339,7 +339,7 @@ class Adviser:
             _, _, part_terms, part_result = self._search(part)
             if not part_result.order:
                 continue
-            top = part_result.order[0]
+            top = part_result.anchor  # the part's first-stage best, whose cosine is judged
             score = part_result.anchor_dense
             if top in result.order[:3] and score >= whole and self._covered(score, part_terms):
                 return True

@@ -51,6 +51,8 @@ def run(data_dir: Path, settings: Settings, lexical_weight: float | None = None,
     """Each method's mean P@1, MRR@10 and nDCG@10; `lexical_weight` and `late` override the shipped Tuning's."""
     import tempfile
 
+    import faiss  # noqa: F401 - loaded before single_thread_blas, so its BLAS is limited too
+
     from bot.adviser import Tuning
     from index.embedder import load_encoder
     from index.search import single_thread_blas
@@ -61,14 +63,24 @@ def run(data_dir: Path, settings: Settings, lexical_weight: float | None = None,
     encoder = load_encoder(settings.model)
     single_thread_blas()
     queries = [json.loads(line) for line in (data_dir / "queries.jsonl").read_text().splitlines() if line.strip()]
-    methods = ("bm25", "dense", "late interaction", "shipped")
+    methods = ("bm25", "dense", "late interaction", "first stage", "shipped")
     sums = {m: {"p@1": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0} for m in methods}
-    counted = 0
     started = time.perf_counter()
-    scratch = tempfile.TemporaryDirectory(prefix="policybot-privacyqa-")
+    with tempfile.TemporaryDirectory(prefix="policybot-privacyqa-") as scratch:
+        counted = _score_documents(data_dir, queries, encoder, Path(scratch), sums, tuning, weight, late)
+    results = {m: {k: round(v / counted, 4) for k, v in scores.items()} for m, scores in sums.items()}
+    return {"questions": counted, "lexical_weight": weight, "late": late.__dict__,
+            "seconds": round(time.perf_counter() - started, 1), "results": results}
+
+
+def _score_documents(data_dir: Path, queries: list[dict], encoder, scratch: Path, sums: dict, tuning,  # noqa: ANN001
+                     weight: float, late: LateInteraction) -> int:
+    """Index each policy (its word pieces in `scratch`), rank its judged questions by every method into `sums`;
+    returns how many questions were counted."""
+    counted = 0
     for number, doc_path in enumerate(sorted((data_dir / "docs").glob("*.json"))):
         doc = json.loads(doc_path.read_text())
-        index = _index_for(doc, encoder, Path(scratch.name) / str(number))
+        index = _index_for(doc, encoder, scratch / str(number))
         sids = [c.number for c in index.clauses]
         everything = len(index.units)
         for query in (q for q in queries if q["doc_file_id"] == doc["doc_file_id"]):
@@ -86,6 +98,7 @@ def run(data_dir: Path, settings: Settings, lexical_weight: float | None = None,
                 "dense": [sids[i] for i in sorted(dense, key=dense.get, reverse=True)],
                 "late interaction": [sids[i] for i in hybrid_rank(index, vector, [], everything, 0.0, question,
                                                                    alone).order],
+                "first stage": [sids[i] for i in hybrid_rank(index, vector, terms, tuning.candidates, weight).order],
                 "shipped": [sids[i] for i in hybrid_rank(index, vector, terms, tuning.candidates, weight, question,
                                                           late).order],
             }
@@ -93,21 +106,22 @@ def run(data_dir: Path, settings: Settings, lexical_weight: float | None = None,
                 sums[method]["p@1"] += 1.0 if ranked and ranked[0] in relevant else 0.0
                 sums[method]["mrr@10"] += mrr_at_10(ranked, relevant)
                 sums[method]["ndcg@10"] += ndcg_at_10(ranked, relevant)
-    scratch.cleanup()
-    results = {m: {k: round(v / counted, 4) for k, v in scores.items()} for m, scores in sums.items()}
-    return {"questions": counted, "lexical_weight": weight, "late": late.__dict__,
-            "seconds": round(time.perf_counter() - started, 1), "results": results}
+    return counted
 
 
 def cmd_bench_quality(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli import CliError
+
     data_dir = Path(args.data)
     if not (data_dir / "queries.jsonl").exists():
-        from bot.cli import CliError
-
         raise CliError(f"PrivacyQA data not found in {data_dir} (pass --data)")
+
     late = None
     if args.late is not None:
-        weight, lexical, depth, power = (float(x) for x in args.late.split(","))
+        try:
+            weight, lexical, depth, power = (float(x) for x in args.late.split(","))
+        except ValueError as exc:
+            raise CliError(f"--late {args.late!r}: give four numbers, WEIGHT,LEX,DEPTH,POWER (e.g. 1,0,64,2)") from exc
         late = LateInteraction(weight, lexical, int(depth), power)
     report = run(data_dir, settings, args.lexical_weight, late)
     if args.json:

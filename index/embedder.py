@@ -154,9 +154,8 @@ def encode_texts(encoder, texts: list[str], precision: str = "float32", progress
     import torch
     from tqdm.auto import tqdm
 
-    dimension_of = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
-    preprocess = getattr(encoder, "preprocess", None) or encoder.tokenize  # tokenize: sentence-transformers < 6
-    dimension = dimension_of()
+    preprocess = preprocessor(encoder)
+    dimension = embedding_dimension(encoder)
     vectors = np.zeros((len(texts), dimension), dtype=np.float32)
     if not texts:
         return vectors
@@ -213,10 +212,20 @@ def encode_texts(encoder, texts: list[str], precision: str = "float32", progress
         release_free_memory()
     if failures:
         raise failures[0]
-    return _unit_length(vectors)
+    return unit_length(vectors)
 
 
-def _unit_length(vectors):  # noqa: ANN001, ANN202
+def embedding_dimension(encoder) -> int:  # noqa: ANN001
+    """The encoder's vector width (get_embedding_dimension: sentence-transformers >= 6)."""
+    return (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
+
+
+def preprocessor(encoder):  # noqa: ANN001, ANN201
+    """The encoder's tokenizing step, texts -> model features (tokenize: sentence-transformers < 6)."""
+    return getattr(encoder, "preprocess", None) or encoder.tokenize
+
+
+def unit_length(vectors):  # noqa: ANN001, ANN201
     """float32 rows rescaled to length 1 (a bfloat16 normalisation leaves them only roughly so)."""
     import numpy as np
 

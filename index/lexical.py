@@ -36,6 +36,12 @@ STOPWORDS = frozenset(
 )
 
 
+def bm25_idf(n, df):  # noqa: ANN001, ANN201 - numbers or numpy arrays alike
+    """BM25's "+1" IDF of a term found in `df` of `n` documents: never negative, largest for the rarest."""
+    return np.log(1 + (n - df + 0.5) / (df + 0.5)) if isinstance(df, np.ndarray) else math.log(
+        1 + (n - df + 0.5) / (df + 0.5))
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case word stems without stopwords ("Councillors' postings" -> ["councillor", "post"])."""
     words = _TOKEN.findall(text.lower().replace("’", "'").replace("'", ""))
@@ -73,7 +79,7 @@ class BM25:
             frequency.update(doc.keys())
         n = len(docs)
         # The "+1" form of IDF (Lucene's) keeps every weight positive, so a very common term never subtracts.
-        self.idf = {term: math.log(1 + (n - df + 0.5) / (df + 0.5)) for term, df in frequency.items()}
+        self.idf = {term: bm25_idf(n, df) for term, df in frequency.items()}
         self.vocabulary = {term: i for i, term in enumerate(sorted(frequency))}
         # Counting sort into the postings: each term's run gets its slot from the running document frequency.
         counts = np.zeros(len(self.vocabulary) + 1, dtype=np.int64)

@@ -14,7 +14,11 @@ from index.tokens import QuestionTokens
 class Ranking:
     """Clauses best first, with each one's fused score and its dense score (the best cosine of its units), and the
     clause the first stage (cosine and BM25) put first: whether to answer at all is judged on its cosine, which the
-    abstention thresholds are calibrated for; late interaction only chooses among clauses."""
+    abstention thresholds are calibrated for; late interaction only chooses among clauses.
+
+    `fused` is the score the order follows: cosine + BM25 for the first stage; after a late-interaction re-ranking,
+    the re-ranking score for the clauses re-ranked (a MaxSim, like a cosine between -1 and 1 and of a similar
+    spread) and, for those after them, the first-stage score capped at the lowest of those."""
 
     order: list[int]
     fused: dict[int, float]
@@ -76,19 +80,25 @@ _BLAS_LIMITED = False
 
 def late_scores(index: PolicyIndex, question: QuestionTokens, clauses: list[int], best_unit: dict[int, int],
                 late: LateInteraction) -> np.ndarray:
-    """Each clause's late-interaction score (index.tokens.TokenVectors.maxsim): the better of its whole text's
-    and, when the unit nearest the question was one of its curated wordings, that wording's. The question's pieces
-    are weighted by IDF^`idf_power` over the index's clauses, so rare words decide and "the"/"can"/"my" hardly
-    count; pieces with less than `late.min_piece_share` of the weight are left out."""
+    """Each clause's late-interaction score (index.tokens.TokenVectors.maxsim): the best of its whole text's (and
+    of its sentence blocks', for a clause long enough to be cut at the encoder's limit) and, when the unit nearest
+    the question was one of its curated wordings, that wording's. The question's pieces are weighted by
+    IDF^`idf_power` over the index's clauses, so rare words decide and "the"/"can"/"my" hardly count; pieces with
+    less than `late.min_piece_share` of the weight are left out (the heaviest always stays)."""
     tokens = index.tokens
     idf = tokens.idf(index.unit_clause, len(index.clauses))
     weights = tokens.piece_idf(question.ids, index.unit_clause, len(index.clauses)) ** late.idf_power
     kept = weights >= late.min_piece_share * weights.sum()
+    kept[int(np.argmax(weights))] = True
     question = QuestionTokens(question.ids[kept], question.vectors[kept])
     weights = weights[kept]
     units, owners = [], []
+    own_units = index.__dict__.setdefault("_late_own_units", {})  # per clause, computed once per index
     for position, clause in enumerate(clauses):
-        for unit in dict.fromkeys((index.units_of_clause(clause)[0], best_unit[clause])):
+        own = own_units.get(clause)
+        if own is None:
+            own = own_units[clause] = [u for u in index.units_of_clause(clause) if index.units[u].kind != "curated"]
+        for unit in dict.fromkeys((*own, best_unit[clause])):
             if tokens.slots[unit] >= 0:
                 units.append(unit)
                 owners.append(position)

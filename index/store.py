@@ -24,7 +24,7 @@ from index.embedder import choose_precision, encode_texts, release_free_memory
 from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
 from index.tokens import FILES as TOKEN_FILES
-from index.tokens import TokenVectors, plan_tokens
+from index.tokens import TokenVectors, plan_tokens, token_budget_bytes
 from index.units import CuratedQuestion, Unit, build_units, load_curated
 
 log = logging.getLogger(__name__)
@@ -120,21 +120,21 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     started = time.perf_counter()
     precision = choose_precision(encoder, distinct)
     row = {text: i for i, text in enumerate(distinct)}
-    # Late interaction reads each clause's whole-clause unit (its text with section title and list lead-in) and
-    # its curated wordings; the sentence blocks hold no piece the whole clause does not.
-    keep = list(dict.fromkeys(row[u.text] for u in units if u.kind in ("clause", "curated")))
-    writer = plan_tokens(encoder, distinct, keep, token_folder)
+    writer = plan_tokens(encoder, distinct, [row[u.text] for u in late_interaction_units(units, encoder)],
+                         token_folder)
     encoded = encode_texts(encoder, distinct, precision, progress, tokens=writer)
     del distinct
     # Each unit's vector is its text's row of `encoded`. FAISS gets them in slices, so a second full copy of the
     # vectors (repeated texts included) never sits beside the index's own: the build's memory peaks here.
     order = np.fromiter((row[u.text] for u in units), dtype=np.int64, count=len(units))
     del row
-    tokens = writer.finish(np.where([u.kind != "sentence" for u in units], order, -1)) if writer is not None else None
+    tokens = writer.finish(order) if writer is not None else None
     if report is not None:
         report["encode_precision"] = precision
         report["encode_seconds"] = round(time.perf_counter() - started, 3)
         report["token_pieces"] = len(tokens.ids) if tokens is not None else 0
+        report["token_bytes"] = int(tokens.vectors.nbytes) if tokens is not None else 0
+        report["token_budget"] = token_budget_bytes()
     units = assign_curated_segments(units, _UnitRows(encoded, order))
     faiss_index = faiss.IndexFlatIP(encoded.shape[1])
     for start in range(0, len(order), 4096):
@@ -142,6 +142,15 @@ def embed_documents(documents: list[Document], curated: list[CuratedQuestion], e
     del encoded, order
     release_free_memory()
     return clauses, units, faiss_index, tokens
+
+
+def late_interaction_units(units: list[Unit], encoder) -> list[Unit]:  # noqa: ANN001
+    """The units whose word pieces late interaction reads: each clause's whole-clause unit (its text with section
+    title and list lead-in) and its curated wordings; a clause's sentence blocks only when the whole clause is long
+    enough to be cut at the encoder's length limit (they then hold pieces the cut whole-clause unit lost)."""
+    longest = 3 * (getattr(encoder, "max_seq_length", None) or 512)  # characters: about 3 or more per word piece
+    long_clauses = {u.clause for u in units if u.kind == "clause" and len(u.text) > longest}
+    return [u for u in units if u.kind != "sentence" or u.clause in long_clauses]
 
 
 def policy_fingerprint(policy_dir: Path) -> str:
@@ -259,8 +268,13 @@ def save_index(index: PolicyIndex, index_dir: Path) -> Path:
     (staging / "units.json").write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
     names = ["faiss.index", "units.json"]
     if index.tokens is not None:
-        for name in TOKEN_FILES:  # moved (renamed: an open memory map follows the file) or copied across disks
-            shutil.move(str(index.tokens.folder / name), str(staging / name))
+        scratch = index.tokens.folder.name.endswith(".partial")  # a build's own files: move them
+        for name in TOKEN_FILES:  # renamed (an open memory map follows the file), else copied
+            source, target = index.tokens.folder / name, staging / name
+            if scratch:
+                shutil.move(str(source), str(target))
+            else:
+                shutil.copyfile(source, target)
         names += TOKEN_FILES
     manifest = dict(index.manifest)
     manifest["files"] = {name: _sha256(staging / name) for name in names}
@@ -332,6 +346,15 @@ def load_index(index_dir: Path) -> PolicyIndex:
                        tokens)
 
 
+def _token_budget_changed(manifest: dict) -> bool:
+    """Would the word-piece budget now decide differently? Kept pieces that no longer fit (or a budget of 0), or
+    none kept under a smaller budget than now."""
+    budget = token_budget_bytes()
+    if manifest.get("token_pieces"):
+        return budget < manifest.get("token_bytes", 0) or budget <= 0
+    return budget > manifest.get("token_budget", 0)
+
+
 def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, progress: bool = False,  # noqa: ANN001
                   rebuild: bool = False) -> PolicyIndex:
     """The index for the current policy files: loaded when its manifest matches, otherwise (or when `rebuild`)
@@ -350,8 +373,11 @@ def load_or_build(policy_dir: Path, index_dir: Path, encoder, model_name: str, p
     if index is not None:
         manifest = index.manifest
         if manifest.get("policy_hash") == wanted_hash and manifest.get("model") == model_name:
-            return index
-        log.info("policy files or model changed since the index was built; rebuilding")
+            if not _token_budget_changed(manifest):
+                return index
+            log.info("POLICYBOT_TOKEN_VECTORS_MB changed whether word pieces fit; rebuilding")
+        else:
+            log.info("policy files or model changed since the index was built; rebuilding")
     scratch = index_dir / "builds" / f".tokens-{os.getpid()}-{time.monotonic_ns()}.partial"
     try:
         index = build_index(policy_dir, encoder, model_name, progress=progress, token_folder=scratch)

@@ -6,24 +6,32 @@ piece of the question is matched to its most similar word piece of a clause. The
 its last-layer token vectors still do it well (docs/benchmarks.md, PrivacyQA). index.search decides how the score
 is used; this module stores the vectors and computes the matches.
 
-The vectors are written during the build's own forward passes (no second encode), straight into a memory-mapped
-float32 file (float32 because numpy's float16 conversion cost more per question than all the rest of the scoring),
-and memory-mapped again when an index is loaded: a question touches only its candidates' pages, so they hardly
-count against the process's memory. They cost disk: 1,536 bytes per word piece with this model (3 MB for the seed
-policy), 384 once an index has enough pieces to project them onto 96 principal directions. An index whose vectors
-would exceed POLICYBOT_TOKEN_VECTORS_MB keeps none and ranks on its sentence vectors and BM25 alone.
+The vectors are written during the build's own forward passes (no second encode), by positional writes into a
+float32 .npy file (so, unlike a memory map being written, they never count against the build's resident memory;
+float32 because numpy's float16 conversion cost more per question than all the rest of the scoring), and are
+memory-mapped when an index is loaded: a question reads only its candidates' rows, and the pages read stay
+counted in the process's RSS at most up to the file's size. They cost disk: 1,536 bytes per word piece with this
+model (3 MB for the seed policy), 384 once an index has enough pieces to project them onto 96 principal
+directions (the build writes the full width first, then the projection). An index whose vectors would exceed
+POLICYBOT_TOKEN_VECTORS_MB keeps none and ranks on its sentence vectors and BM25 alone.
 
-Which units are kept: each clause's whole-clause unit (its text with section title and list lead-in; its sentence
-blocks hold no piece it does not) and the curated wordings (index.store.embed_documents).
+Which units are kept: each clause's whole-clause unit (its text with section title and list lead-in), its
+curated wordings, and, for a clause long enough to be cut at the encoder's length limit, its sentence blocks
+(index.store.late_interaction_units).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
+
+from index.embedder import embedding_dimension, preprocessor, unit_length
+from index.lexical import bm25_idf
 
 TOKEN_BUDGET_ENV = "POLICYBOT_TOKEN_VECTORS_MB"
 DEFAULT_TOKEN_BUDGET_MB = 128
@@ -44,9 +52,6 @@ _PCA_SAMPLE = 20000
 _CHARS_PER_PIECE = 4.0  # English text in this tokenizer's word pieces, roughly: the cheap first estimate
 _PLAN_CHUNK = 256  # texts tokenized at a time while planning
 
-_PIECE_MASKS: dict[int, np.ndarray] = {}
-
-
 class TokenBudgetError(ValueError):
     """POLICYBOT_TOKEN_VECTORS_MB is not a number of megabytes."""
 
@@ -60,31 +65,26 @@ def token_budget_bytes() -> int:
         megabytes = float(configured)
     except ValueError as exc:
         raise TokenBudgetError(f"{TOKEN_BUDGET_ENV}={configured!r} is not a number of megabytes") from exc
-    if megabytes < 0 or megabytes != megabytes:
-        raise TokenBudgetError(f"{TOKEN_BUDGET_ENV}={configured!r} must be 0 or more")
+    if not math.isfinite(megabytes) or megabytes < 0:
+        raise TokenBudgetError(f"{TOKEN_BUDGET_ENV}={configured!r} must be a number of megabytes, 0 or more")
     return int(megabytes * (1 << 20))
 
 
 def word_piece_mask(tokenizer) -> np.ndarray:  # noqa: ANN001
     """True for vocabulary entries that are words or word pieces (starting with a letter or digit); False for
     punctuation and the special tokens ([CLS], [SEP], [PAD]), which carry no detail to match."""
-    mask = _PIECE_MASKS.get(id(tokenizer))
+    mask = getattr(tokenizer, "_policybot_piece_mask", None)  # kept on the tokenizer: one per model
     if mask is None:
         vocab = tokenizer.get_vocab()
         mask = np.zeros(max(vocab.values()) + 1, dtype=bool)
         for piece, i in vocab.items():
             mask[i] = bool(re.match(r"(?:##)?[^\W_]", piece))
-        _PIECE_MASKS[id(tokenizer)] = mask
+        tokenizer._policybot_piece_mask = mask
     return mask
 
 
 def _kept(mask: np.ndarray, ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
     return attention.astype(bool) & mask[np.minimum(ids, len(mask) - 1)]
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 class QuestionTokens:
@@ -93,47 +93,48 @@ class QuestionTokens:
 
     def __init__(self, ids: np.ndarray | None = None, vectors: np.ndarray | None = None, output: dict | None = None,
                  mask: np.ndarray | None = None) -> None:
-        self._ids, self._vectors, self._output, self._mask = ids, vectors, output, mask
+        self._pieces = (ids, vectors) if output is None else None
+        self._output, self._mask = output, mask
+        self._lock = threading.Lock()
 
-    def _extract(self) -> None:
-        output = self._output
-        ids = output["input_ids"].numpy()
-        keep = _kept(self._mask, ids, output["attention_mask"].numpy())
-        self._ids = ids[keep].astype(np.int32)
-        self._vectors = _unit_rows(output["token_embeddings"].float().numpy()[keep])
-        self._output = None
+    def _read(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self._pieces is None:
+                output = self._output
+                ids = output["input_ids"].cpu().numpy()
+                keep = _kept(self._mask, ids, output["attention_mask"].cpu().numpy())
+                self._pieces = (ids[keep].astype(np.int32),
+                                unit_length(output["token_embeddings"].float().cpu().numpy()[keep]))
+                self._output = None
+            return self._pieces
 
     @property
     def ids(self) -> np.ndarray:
-        if self._ids is None:
-            self._extract()
-        return self._ids
+        return self._read()[0]
 
     @property
     def vectors(self) -> np.ndarray:
-        if self._vectors is None:
-            self._extract()
-        return self._vectors
+        return self._read()[1]
 
 
 def encode_question(encoder, text: str) -> tuple[np.ndarray, QuestionTokens]:  # noqa: ANN001
     """One forward pass giving the question's unit-length sentence vector (as `encode(normalize_embeddings=True)`)
     and its word pieces (read lazily)."""
-    output = encoder.encode([text], output_value=None, normalize_embeddings=True)[0]
-    vector = output["sentence_embedding"].float().numpy().astype(np.float32)
+    output = encoder.encode([text], output_value=None)[0]  # (normalize_embeddings is ignored for these outputs)
+    vector = unit_length(output["sentence_embedding"].float().cpu().numpy()[None, :])[0]
     return vector, QuestionTokens(output=output, mask=word_piece_mask(encoder.tokenizer))
 
 
 class TokenWriter:
     """Receives each build batch's forward pass (index.embedder.encode_texts) and writes the kept texts' word-piece
-    vectors, unit length, into a memory-mapped float32 file at rows planned before encoding, so any thread may
-    write any batch and nothing is held in memory."""
+    vectors, unit length, into a float32 file at rows planned before encoding (_RowFile), so any thread may write
+    any batch and nothing is held in memory."""
 
     def __init__(self, encoder, texts: list[str], keep: list[int], folder: Path, budget: int) -> None:  # noqa: ANN001
         self.mask = word_piece_mask(encoder.tokenizer)
         self.slot = {row: k for k, row in enumerate(keep)}  # text row -> its place among the kept texts
-        preprocess = getattr(encoder, "preprocess", None) or encoder.tokenize
-        dimension = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
+        preprocess = preprocessor(encoder)
+        dimension = embedding_dimension(encoder)
         ids, counts = [], np.zeros(len(keep), dtype=np.int64)
         for start in range(0, len(keep), _PLAN_CHUNK):
             features = preprocess([texts[row] for row in keep[start:start + _PLAN_CHUNK]])
@@ -146,12 +147,10 @@ class TokenWriter:
         self.ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
         self.fits = stored_bytes(int(self.spans[-1]), dimension) <= budget
         self.folder = folder
-        self.vectors = None
+        self.raw: _RowFile | None = None
         if self.fits:
             folder.mkdir(parents=True, exist_ok=True)
-            self.vectors = np.lib.format.open_memmap(
-                folder / _RAW_FILE, mode="w+", dtype=np.float32, shape=(max(1, int(self.spans[-1])), dimension)
-            )
+            self.raw = _RowFile(folder / _RAW_FILE, max(1, int(self.spans[-1])), dimension)
 
     def put(self, rows: list[int], features: dict, output: dict) -> None:
         """Write the word-piece vectors of those of texts `rows` that are kept, from one forward pass (`output` of
@@ -167,20 +166,26 @@ class TokenWriter:
             start, end = int(self.spans[slot]), int(self.spans[slot + 1])
             if end - start != len(matrix):
                 raise RuntimeError(f"text {row}: {len(matrix)} word pieces encoded, {end - start} planned")
-            self.vectors[start:end] = _unit_rows(matrix)
+            self.raw.write(start, unit_length(matrix))
 
     def finish(self, unit_rows: np.ndarray) -> TokenVectors:
         """Save the ids and spans beside the vectors, with each unit's place among the kept texts (-1: a unit whose
         text is not kept), from the text row of each unit (`unit_rows`), and load them back memory-mapped."""
-        self.vectors.flush()
-        projection = _principal_directions(self.vectors, int(self.spans[-1]))
-        stored = np.lib.format.open_memmap(self.folder / VECTORS_FILE, mode="w+", dtype=np.float32,
-                                           shape=(len(self.vectors), projection.shape[1] - 1))
-        for start in range(0, len(self.vectors), 8192):
-            stored[start:start + 8192] = project(self.vectors[start:start + 8192], projection)
-        stored.flush()
-        del stored, self.vectors
-        (self.folder / _RAW_FILE).unlink()
+        raw, pieces = self.raw, int(self.spans[-1])
+        projection = identity_projection(raw.width)
+        if pieces >= _PCA_MIN_PIECES and raw.width > PROJECTED_DIMENSIONS:
+            sample = np.linspace(0, pieces - 1, min(pieces, _PCA_SAMPLE)).astype(np.int64)
+            projection = _principal_directions(np.stack([raw.read(int(i), 1)[0] for i in sample]))
+        if projection.shape[1] - 1 == raw.width:  # kept at full width: the file is already right
+            raw.close()
+            os.replace(self.folder / _RAW_FILE, self.folder / VECTORS_FILE)
+        else:
+            stored = _RowFile(self.folder / VECTORS_FILE, raw.rows, projection.shape[1] - 1)
+            for start in range(0, raw.rows, 8192):
+                stored.write(start, project(raw.read(start, min(8192, raw.rows - start)), projection))
+            stored.close()
+            raw.close()
+            (self.folder / _RAW_FILE).unlink()
         np.save(self.folder / PROJECTION_FILE, projection)
         np.save(self.folder / IDS_FILE, self.ids)
         np.save(self.folder / SPANS_FILE, self.spans)
@@ -194,22 +199,51 @@ def stored_bytes(pieces: int, dimension: int) -> int:
     return pieces * width * 4
 
 
-def _principal_directions(vectors: np.ndarray, pieces: int) -> np.ndarray:
-    """(d, 1 + k): the mean word-piece vector, then the top k principal directions, as columns (PCA over up to
-    _PCA_SAMPLE evenly spaced pieces); the identity for a small index."""
-    dimension = vectors.shape[1]
-    if pieces < _PCA_MIN_PIECES or dimension <= PROJECTED_DIMENSIONS:
-        return np.hstack([np.zeros((dimension, 1)), np.eye(dimension)]).astype(np.float32)
-    sample = np.asarray(vectors[np.linspace(0, pieces - 1, min(pieces, _PCA_SAMPLE)).astype(np.int64)], np.float64)
+class _RowFile:
+    """A float32 .npy matrix on disk written and read by row ranges with positional reads and writes (any thread,
+    any order): unlike a memory map, the rows written never count against the process's resident memory."""
+
+    def __init__(self, path: Path, rows: int, width: int) -> None:
+        self.rows, self.width = rows, width
+        self.handle = path.open("wb+")
+        np.lib.format.write_array_header_1_0(
+            self.handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                          "shape": (rows, width)})
+        self.offset = self.handle.tell()
+        self.handle.truncate(self.offset + rows * width * 4)
+        self.handle.flush()
+
+    def write(self, row: int, matrix: np.ndarray) -> None:
+        os.pwrite(self.handle.fileno(), np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
+                  self.offset + row * self.width * 4)
+
+    def read(self, row: int, count: int) -> np.ndarray:
+        data = os.pread(self.handle.fileno(), count * self.width * 4, self.offset + row * self.width * 4)
+        return np.frombuffer(data, dtype=np.float32).reshape(count, self.width)
+
+    def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+def _principal_directions(sample: np.ndarray) -> np.ndarray:
+    """(d, 1 + k): the mean word-piece vector of `sample`, then its top k principal directions, as columns."""
+    sample = np.asarray(sample, dtype=np.float64)
     mean = sample.mean(axis=0)
     _, directions = np.linalg.eigh(np.cov(sample - mean, rowvar=False))
     top = directions[:, ::-1][:, :PROJECTED_DIMENSIONS]  # eigh sorts ascending
     return np.hstack([mean[:, None], top]).astype(np.float32)
 
 
+def identity_projection(dimension: int) -> np.ndarray:
+    """The projection that keeps every dimension (zero mean, identity directions)."""
+    return np.hstack([np.zeros((dimension, 1)), np.eye(dimension)]).astype(np.float32)
+
+
 def project(vectors: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """Word-piece vectors in the index's stored space: centred, projected, unit length."""
-    return _unit_rows((np.asarray(vectors, dtype=np.float32) - projection[:, 0]) @ projection[:, 1:])
+    return unit_length((np.asarray(vectors, dtype=np.float32) - projection[:, 0]) @ projection[:, 1:])
 
 
 def plan_tokens(encoder, texts: list[str], keep: list[int], folder: Path | None) -> TokenWriter | None:  # noqa: ANN001
@@ -219,8 +253,10 @@ def plan_tokens(encoder, texts: list[str], keep: list[int], folder: Path | None)
     budget = token_budget_bytes()
     if folder is None or budget <= 0 or not keep:
         return None
-    dimension = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
-    if stored_bytes(int(sum(len(texts[row]) for row in keep) / _CHARS_PER_PIECE), dimension) > 2 * budget:
+    dimension = embedding_dimension(encoder)
+    longest = getattr(encoder, "max_seq_length", None) or 512  # a longer text is cut to this many pieces
+    estimate = sum(min(len(texts[row]) / _CHARS_PER_PIECE, longest) for row in keep)
+    if stored_bytes(int(estimate), dimension) > 2 * budget:
         return None
     writer = TokenWriter(encoder, texts, keep, folder, budget)
     return writer if writer.fits else None
@@ -249,9 +285,13 @@ class TokenVectors:
         spans = np.load(folder / SPANS_FILE)
         slots = np.load(folder / UNIT_SLOTS_FILE)
         projection = np.load(folder / PROJECTION_FILE)
-        if projection.ndim != 2 or projection.shape[1] - 1 != vectors.shape[1]:
-            raise ValueError("the token projection does not fit the stored token vectors")
-        if vectors.dtype != np.float32 or len(spans) < 1 or int(spans[-1]) != len(ids) or len(ids) > len(vectors):
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or projection.ndim != 2 or (
+                projection.shape != (projection.shape[0], vectors.shape[1] + 1)):
+            raise ValueError("the token vectors or their projection have the wrong shape")
+        integer = all(np.issubdtype(a.dtype, np.integer) and a.ndim == 1 for a in (ids, spans, slots))
+        if not integer or len(spans) < 1 or int(spans[0]) != 0 or np.any(np.diff(spans) < 0):
+            raise ValueError("token vector files do not agree with each other")
+        if int(spans[-1]) != len(ids) or len(ids) > len(vectors) or (len(ids) and int(ids.min()) < 0):
             raise ValueError("token vector files do not agree with each other")
         if len(slots) and not -1 <= int(slots.min()) <= int(slots.max()) < len(spans) - 1:
             raise ValueError("a unit names a text the token vectors do not have")
@@ -267,18 +307,20 @@ class TokenVectors:
         if self._idf is None:
             vocabulary = int(self.ids.max()) + 1 if len(self.ids) else 1
             kept = np.flatnonzero(self.slots >= 0)
-            lengths = self.spans[self.slots[kept] + 1] - self.spans[self.slots[kept]]
-            rows = np.concatenate([np.arange(*self.span(u)) for u in kept]) if len(kept) else np.zeros(0, np.int64)
+            starts = self.spans[self.slots[kept]]
+            lengths = self.spans[self.slots[kept] + 1] - starts
+            # every kept unit's rows, end to end: its start, plus 0, 1, 2 ... within it
+            offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            rows = np.repeat(starts, lengths) + offsets
             owners = np.repeat(unit_clause[kept].astype(np.int64), lengths)
             pairs = np.unique(owners * vocabulary + self.ids[rows].astype(np.int64))
-            df = np.bincount(pairs % vocabulary, minlength=vocabulary)
-            self._idf = np.log(1 + (clauses - df + 0.5) / (df + 0.5))
+            self._idf = bm25_idf(clauses, np.bincount(pairs % vocabulary, minlength=vocabulary).astype(np.float64))
         return self._idf
 
     def piece_idf(self, ids: np.ndarray, unit_clause: np.ndarray, clauses: int) -> np.ndarray:
         """IDF of the question's pieces; a piece no clause has gets the largest possible weight."""
         table = self.idf(unit_clause, clauses)
-        unseen = np.log(1 + (clauses + 0.5) / 0.5)
+        unseen = bm25_idf(clauses, 0)
         return np.where(ids < len(table), table[np.minimum(ids, len(table) - 1)], unseen)
 
     def question(self, question: QuestionTokens) -> np.ndarray:

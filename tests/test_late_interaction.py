@@ -114,14 +114,14 @@ def test_a_bad_budget_is_a_clear_error(value, monkeypatch):
         token_module.token_budget_bytes()
 
 
-def test_principal_directions_keep_cosines_of_vectors_in_their_span(monkeypatch):
+def test_principal_directions_keep_cosines_of_vectors_in_their_span():
     """For a large index the stored vectors are PCA-projected: vectors that live in a subspace of fewer
     dimensions than are kept lose nothing (cosines between centred vectors are unchanged); a small index keeps
-    every dimension (the identity)."""
+    every dimension (the identity projection only rescales to unit length)."""
     rng = np.random.default_rng(7)
     basis = np.linalg.qr(rng.normal(size=(384, 40)))[0]
     data = (rng.normal(size=(25000, 40)) @ basis.T).astype(np.float32)
-    projection = token_module._principal_directions(data, len(data))
+    projection = token_module._principal_directions(data)
     assert projection.shape == (384, 1 + token_module.PROJECTED_DIMENSIONS)
     centred = data - projection[:, 0]
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
@@ -130,6 +130,81 @@ def test_principal_directions_keep_cosines_of_vectors_in_their_span(monkeypatch)
     before = np.sum(centred[pairs[:, 0]] * centred[pairs[:, 1]], axis=1)
     after = np.sum(projected[pairs[:, 0]] * projected[pairs[:, 1]], axis=1)
     assert np.allclose(before, after, atol=1e-4)
-    small = token_module._principal_directions(data[:100], 100)
-    assert np.allclose(project(data[:5], small), data[:5] / np.linalg.norm(data[:5], axis=1, keepdims=True),
+    identity = token_module.identity_projection(384)
+    assert np.allclose(project(data[:5], identity), data[:5] / np.linalg.norm(data[:5], axis=1, keepdims=True),
                        atol=1e-6)
+
+
+def test_a_question_of_many_rare_words_keeps_its_heaviest_piece(built, encoder):
+    """However the IDF weight spreads (60 words no policy uses, each under the cut-off share), the heaviest piece
+    stays, so the re-ranked clauses get real late-interaction scores, not the -1 of a clause with nothing to
+    match."""
+    words = " ".join(f"zorblax{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(60)) + " logo"
+    vector, question = encode_question(encoder, words)
+    ranking = hybrid_rank(built, vector, [], 64, 0.25, question, LateInteraction(depth=8))
+    head = [ranking.fused[c] for c in ranking.order[:8]]
+    assert min(head) > -1.0 and len(set(head)) > 1
+
+
+def test_a_long_clause_keeps_its_sentence_blocks_for_late_interaction(policy_copy, tmp_path, encoder):
+    """A clause long enough to be cut at the encoder's 256-piece limit keeps its sentence blocks' pieces too, so a
+    detail near its end still reaches the re-ranking; a short clause keeps only its whole text."""
+    sentences = " ".join(f"Councillors must record gift number {n} in the register within 28 days." for n in range(40))
+    (policy_copy / "gifts.md").write_text(
+        "# Gifts Policy\n\n1 GIFTS\n\n- 1.1 " + sentences + " Hospitality from suppliers needs the Monitoring "
+        "Officer's approval.\n- 1.2 Keep it short.\n", encoding="utf-8")
+    index = load_or_build(policy_copy, tmp_path / "idx", encoder, MODEL)
+    long_clause = next(i for i, c in enumerate(index.clauses) if c.number == "1.1" and "gift" in c.text)
+    blocks = [u for u in index.units_of_clause(long_clause) if index.units[u].kind == "sentence"]
+    assert blocks and all(index.tokens.slots[u] >= 0 for u in blocks)
+    whole = index.units_of_clause(long_clause)[0]
+    start, end = index.tokens.span(whole)
+    assert end - start < 256  # the whole clause was cut ...
+    tail = blocks[-1]
+    assert "Monitoring" in index.units[tail].text and index.tokens.span(tail)[1] > index.tokens.span(tail)[0]
+
+
+def test_changing_the_budget_rebuilds_only_when_it_changes_the_decision(policy_copy, tmp_path, encoder,
+                                                                        monkeypatch):
+    """Pieces kept, then POLICYBOT_TOKEN_VECTORS_MB=0: rebuilt without them; back to the default: rebuilt with
+    them; an unchanged budget loads the saved build."""
+    index_dir = tmp_path / "idx"
+    first = load_or_build(policy_copy, index_dir, encoder, MODEL)
+    assert first.tokens is not None
+    assert load_or_build(policy_copy, index_dir, encoder, MODEL).manifest["built_at"] == first.manifest["built_at"]
+    monkeypatch.setenv("POLICYBOT_TOKEN_VECTORS_MB", "0")
+    assert load_or_build(policy_copy, index_dir, encoder, MODEL).tokens is None
+    monkeypatch.delenv("POLICYBOT_TOKEN_VECTORS_MB")
+    again = load_or_build(policy_copy, index_dir, encoder, MODEL)
+    assert again.tokens is not None and load_index(index_dir).tokens is not None
+
+
+def test_saving_a_loaded_index_again_leaves_its_build_whole(policy_copy, tmp_path, encoder):
+    """save_index moves a fresh build's scratch files but copies those of an index loaded from a build, so the
+    build it came from still verifies."""
+    from index.store import save_index
+
+    load_or_build(policy_copy, tmp_path / "idx", encoder, MODEL)
+    loaded = load_index(tmp_path / "idx")
+    source = loaded.tokens.folder
+    save_index(loaded, tmp_path / "copy")
+    assert all((source / name).exists() for name in token_module.FILES)
+    assert load_index(tmp_path / "copy").tokens is not None
+    assert load_index(tmp_path / "idx").tokens is not None
+
+
+def test_a_large_index_stores_projected_pieces_that_match_a_fresh_encode(policy_copy, tmp_path, encoder,
+                                                                         monkeypatch):
+    """Past the piece count for projecting (lowered here so the seed policy passes it), the stored pieces have 96
+    dimensions, written row by row and projected by the build, and equal a fresh encode projected the same way."""
+    monkeypatch.setattr(token_module, "_PCA_MIN_PIECES", 1000)
+    index = load_or_build(policy_copy, tmp_path / "idx", encoder, MODEL)
+    tokens = index.tokens
+    assert tokens.vectors.shape == (len(tokens.ids), token_module.PROJECTED_DIMENSIONS)
+    assert tokens.projection.shape == (384, token_module.PROJECTED_DIMENSIONS + 1)
+    unit = index.units_of_clause(len(index.clauses) // 2)[0]
+    start, end = tokens.span(unit)
+    _, fresh = encode_question(encoder, index.units[unit].text)
+    agreement = np.sum(tokens.vectors[start:end] * project(fresh.vectors, tokens.projection), axis=1)
+    assert agreement.min() > 0.98
+    assert not (tokens.folder / token_module._RAW_FILE).exists()
