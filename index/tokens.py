@@ -48,7 +48,7 @@ _RAW_FILE = "token_vectors_full.npy"  # the encoder's full-width vectors, during
 # all dimensions: too few to estimate the directions from, and cheap anyway.
 PROJECTED_DIMENSIONS = 96
 _PCA_MIN_PIECES = 20000
-_PCA_SAMPLE = 20000
+_PCA_SAMPLE = 5000  # pieces the directions are estimated from: a dozen per dimension, and little memory
 _CHARS_PER_PIECE = 4.0  # English text in this tokenizer's word pieces, roughly: the cheap first estimate
 _PLAN_CHUNK = 256  # texts tokenized at a time while planning
 
@@ -229,8 +229,8 @@ class _RowFile:
 
 def _principal_directions(sample: np.ndarray) -> np.ndarray:
     """(d, 1 + k): the mean word-piece vector of `sample`, then its top k principal directions, as columns."""
-    sample = np.asarray(sample, dtype=np.float64)
-    mean = sample.mean(axis=0)
+    sample = np.asarray(sample, dtype=np.float32)
+    mean = sample.mean(axis=0, dtype=np.float64)
     _, directions = np.linalg.eigh(np.cov(sample - mean, rowvar=False))
     top = directions[:, ::-1][:, :PROJECTED_DIMENSIONS]  # eigh sorts ascending
     return np.hstack([mean[:, None], top]).astype(np.float32)
