@@ -249,13 +249,14 @@ class Adviser:
         _, _, _, result = self._search(strip_markup(text))
         return [self.index.clauses[c].number for c in result.order[:k]]
 
-    def _search(self, search_text: str):  # noqa: ANN202 - (vector, query terms, question terms, Ranking)
+    def _search(self, search_text: str, rerank: bool = True):  # noqa: ANN202 - (vector, terms, terms, Ranking)
+        """Spell-correct, expand and encode the question, then rank (`rerank`: with late interaction)."""
         tuning = self.tuning
         if self.speller is not None:
             search_text = self.speller.correct(search_text)
         expanded = self.synonyms.expand(search_text)
         question = None
-        if self.index.tokens is not None and tuning.late is not None:
+        if rerank and self.index.tokens is not None and tuning.late is not None:
             vector, question = encode_question(self.encoder, expanded)
         else:
             vector = self.encoder.encode([expanded], normalize_embeddings=True, convert_to_numpy=True)[0]
@@ -336,7 +337,8 @@ class Adviser:
             return False
         parts = [p for p in _PARTS.split(search_text) if p and p != search_text and len(tokenize(p)) >= 2]
         for part in parts[:4]:
-            _, _, part_terms, part_result = self._search(part)
+            # Only the part's first stage is judged (its best clause and cosine): no re-ranking needed.
+            _, _, part_terms, part_result = self._search(part, rerank=False)
             if not part_result.order:
                 continue
             top = part_result.anchor  # the part's first-stage best, whose cosine is judged

@@ -276,6 +276,9 @@ class TokenVectors:
         self.slots = slots
         self.folder = folder
         self._idf: np.ndarray | None = None
+        dimension = projection.shape[0]
+        self.full_width = projection.shape[1] == dimension + 1 and np.array_equal(
+            projection, identity_projection(dimension))
 
     @classmethod
     def load(cls, folder: Path) -> TokenVectors:
@@ -324,7 +327,9 @@ class TokenVectors:
         return np.where(ids < len(table), table[np.minimum(ids, len(table) - 1)], unseen)
 
     def question(self, question: QuestionTokens) -> np.ndarray:
-        """The question's piece vectors in the stored space (see project)."""
+        """The question's piece vectors in the stored space (see project; as they are, at full width)."""
+        if self.full_width:
+            return question.vectors
         return project(question.vectors, self.projection)
 
     def maxsim(self, question: np.ndarray, weights: np.ndarray, units: list[int], idf: np.ndarray,
@@ -333,19 +338,36 @@ class TokenVectors:
         question piece's best cosine with a piece of the unit, averaged with `weights` (summing to 1), mixed with
         `backward` x the other way round (every unit piece's best cosine with a question piece, averaged with
         its IDF^`idf_power`), which counts what a unit says that the question did not ask about. A unit without
-        kept pieces scores -1."""
-        spans = [self.span(u) for u in units]
-        present = [i for i, (a, b) in enumerate(spans) if b > a]
+        kept pieces scores -1.
+
+        The units' rows are read as runs of adjacent rows (a clause's own texts are stored one after another), each
+        run multiplied in place rather than gathered into a copy first."""
+        slots = self.slots[np.asarray(units, dtype=np.int64)]
+        starts = np.where(slots >= 0, self.spans[np.maximum(slots, 0)], 0)
+        ends = np.where(slots >= 0, self.spans[np.maximum(slots, 0) + 1], 0)
         scores = np.full(len(units), -1.0, dtype=np.float32)
-        if not present or not len(question):
+        present = np.flatnonzero(ends > starts)
+        if not len(present) or not len(question):
             return scores
-        rows = np.concatenate([np.arange(spans[i][0], spans[i][1]) for i in present])
-        similarity = self.vectors[rows] @ question.T  # (unit pieces, question pieces)
-        starts = np.cumsum([0] + [spans[i][1] - spans[i][0] for i in present[:-1]])
-        forward = np.maximum.reduceat(similarity, starts, axis=0) @ weights.astype(np.float32)
+        present = present[np.argsort(starts[present], kind="stable")]
+        first, last = starts[present], ends[present]
+        breaks = np.flatnonzero(first[1:] != last[:-1]) + 1  # where the next unit's rows do not follow on
+        runs = list(zip(first[np.r_[0, breaks]].tolist(), last[np.r_[breaks - 1, len(present) - 1]].tolist(),
+                        strict=True))
+        similarity = np.concatenate([self.vectors[a:b] @ question.T for a, b in runs])  # (unit pieces, q pieces)
+        lengths = last - first
+        segments = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        forward = np.maximum.reduceat(similarity, segments, axis=0) @ weights.astype(np.float32)
         if backward:
-            own = idf[np.minimum(self.ids[rows], len(idf) - 1)] ** idf_power
-            back = np.add.reduceat(similarity.max(axis=1) * own, starts) / np.add.reduceat(own, starts)
+            own = np.concatenate([self._piece_weights(idf, idf_power)[a:b] for a, b in runs])
+            back = np.add.reduceat(similarity.max(axis=1) * own, segments) / np.add.reduceat(own, segments)
             forward = (1 - backward) * forward + backward * back
         scores[present] = forward
         return scores
+
+    def _piece_weights(self, idf: np.ndarray, idf_power: float) -> np.ndarray:
+        """IDF^`idf_power` of every stored piece, row for row (computed once per table and power)."""
+        cached = getattr(self, "_weights", None)
+        if cached is None or cached[0] is not idf or cached[1] != idf_power:
+            cached = self._weights = (idf, idf_power, idf[np.minimum(self.ids, len(idf) - 1)] ** idf_power)
+        return cached[2]
