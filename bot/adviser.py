@@ -347,7 +347,7 @@ class Adviser:
                 return True
         return False
 
-    @property
+    @functools.cached_property
     def _late(self) -> LateInteraction | None:
         """The late-interaction re-ranking, trusting a curated wording the question comes at least as close to as
         the weak abstention threshold (closer than three in four off-topic questions come to anything): an
@@ -356,11 +356,7 @@ class Adviser:
         late = self.tuning.late
         if late is None or late.trust_curated is not None:
             return late
-        cached = self.__dict__.get("_late_for")
-        if cached is None or cached[0] is not late:
-            cached = self.__dict__["_late_for"] = (late, dataclasses.replace(
-                late, trust_curated=self.abstention_thresholds[1]))
-        return cached[1]
+        return dataclasses.replace(late, trust_curated=self.abstention_thresholds[1])
 
     @functools.cached_property
     def abstention_thresholds(self) -> tuple[float, float]:

@@ -220,6 +220,11 @@ def embedding_dimension(encoder) -> int:  # noqa: ANN001
     return (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
 
 
+def max_pieces(encoder) -> int:  # noqa: ANN001
+    """The most word pieces the encoder reads of one text; a longer text is cut there."""
+    return getattr(encoder, "max_seq_length", None) or 512
+
+
 def preprocessor(encoder):  # noqa: ANN001, ANN201
     """The encoder's tokenizing step, texts -> model features (tokenize: sentence-transformers < 6)."""
     return getattr(encoder, "preprocess", None) or encoder.tokenize

@@ -23,11 +23,11 @@ class Ranking:
     order: list[int]
     fused: dict[int, float]
     dense: dict[int, float]
-    anchor: int = -1
+    anchor: int
 
     @property
     def anchor_dense(self) -> float:
-        return self.dense[self.anchor if self.anchor in self.dense else self.order[0]]
+        return self.dense[self.anchor]
 
 
 def dense_by_clause(index: PolicyIndex, vector: np.ndarray, candidates: int,
@@ -93,12 +93,8 @@ def late_scores(index: PolicyIndex, question: QuestionTokens, clauses: list[int]
     question = QuestionTokens(question.ids[kept], question.vectors[kept])
     weights = weights[kept]
     units, owners = [], []
-    own_units = index.__dict__.setdefault("_late_own_units", {})  # per clause, computed once per index
     for position, clause in enumerate(clauses):
-        own = own_units.get(clause)
-        if own is None:
-            own = own_units[clause] = [u for u in index.units_of_clause(clause) if index.units[u].kind != "curated"]
-        for unit in dict.fromkeys((*own, best_unit[clause])):
+        for unit in dict.fromkeys((*index.text_units_of_clause(clause), best_unit[clause])):
             if tokens.slots[unit] >= 0:
                 units.append(unit)
                 owners.append(position)

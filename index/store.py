@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from index.clauses import Clause, Document, DocumentMeta
-from index.embedder import choose_precision, encode_texts, release_free_memory
+from index.embedder import choose_precision, encode_texts, max_pieces, release_free_memory
 from index.lexical import BM25, tokenize
 from index.readers import fingerprint, load_documents, policy_files
 from index.tokens import FILES as TOKEN_FILES
@@ -58,8 +58,11 @@ class PolicyIndex:
 
     def __post_init__(self) -> None:
         self._units_by_clause: dict[int, list[int]] = {}
+        self._text_units_by_clause: dict[int, list[int]] = {}  # its whole text and sentence blocks: not curated
         for position, unit in enumerate(self.units):
             self._units_by_clause.setdefault(unit.clause, []).append(position)
+            if unit.kind != "curated":
+                self._text_units_by_clause.setdefault(unit.clause, []).append(position)
         self.lexical = BM25([self._lexical_text(i) for i in range(len(self.clauses))], b=BM25_LENGTH_NORMALISATION)
         self.doc_by_id = {d.doc_id: d for d in self.documents}
         self.unit_clause = np.array([u.clause for u in self.units], dtype=np.int64)
@@ -73,6 +76,10 @@ class PolicyIndex:
     def units_of_clause(self, clause: int) -> list[int]:
         return self._units_by_clause.get(clause, [])
 
+    def text_units_of_clause(self, clause: int) -> list[int]:
+        """The clause's units made from its own text (the whole clause, its sentence blocks), not curated ones."""
+        return self._text_units_by_clause.get(clause, [])
+
     def unit_terms(self, unit_id: int) -> frozenset[str]:
         """A unit's BM25 terms, computed once (the answering-segment choice asks for them on every question)."""
         terms = self._unit_terms.get(unit_id)
@@ -80,13 +87,9 @@ class PolicyIndex:
             terms = self._unit_terms[unit_id] = frozenset(tokenize(self.units[unit_id].text))
         return terms
 
-    def search_units(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Nearest units by cosine similarity, best first. FAISS pads a short result list with id -1: dropped."""
-        ids, scores = self.nearest_units(vector, k)
-        return list(zip(ids.tolist(), scores.tolist(), strict=True))
-
     def nearest_units(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """search_units as arrays (unit ids, cosines), best first, FAISS's -1 padding dropped."""
+        """Nearest units by cosine similarity, best first, as arrays (unit ids, cosines). FAISS pads a short result
+        list with id -1: dropped."""
         k = max(1, min(k, len(self.units)))
         scores, ids = self.faiss_index.search(vector.reshape(1, -1).astype(np.float32), k)
         found = ids[0] >= 0
@@ -148,7 +151,7 @@ def late_interaction_units(units: list[Unit], encoder) -> list[Unit]:  # noqa: A
     """The units whose word pieces late interaction reads: each clause's whole-clause unit (its text with section
     title and list lead-in) and its curated wordings; a clause's sentence blocks only when the whole clause is long
     enough to be cut at the encoder's length limit (they then hold pieces the cut whole-clause unit lost)."""
-    longest = 3 * (getattr(encoder, "max_seq_length", None) or 512)  # characters: about 3 or more per word piece
+    longest = 3 * max_pieces(encoder)  # characters: about 3 or more per word piece
     long_clauses = {u.clause for u in units if u.kind == "clause" and len(u.text) > longest}
     return [u for u in units if u.kind != "sentence" or u.clause in long_clauses]
 
@@ -285,10 +288,7 @@ def save_index(index: PolicyIndex, index_dir: Path) -> Path:
     final = builds / build_id
     staging.rename(final)
     if index.tokens is not None:
-        scratch = index.tokens.folder
-        index.tokens = TokenVectors.load(final)
-        if scratch != final and scratch.name.endswith(".partial"):
-            shutil.rmtree(scratch, ignore_errors=True)
+        index.tokens = TokenVectors.load(final)  # (load_or_build removes the emptied scratch folder)
     pointer = index_dir / "CURRENT.tmp"
     pointer.write_text(build_id, encoding="utf-8")
     os.replace(pointer, index_dir / "CURRENT")

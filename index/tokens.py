@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.embedder import embedding_dimension, preprocessor, unit_length
+from index.embedder import embedding_dimension, max_pieces, preprocessor, unit_length
 from index.lexical import bm25_idf
 
 TOKEN_BUDGET_ENV = "POLICYBOT_TOKEN_VECTORS_MB"
@@ -254,7 +254,7 @@ def plan_tokens(encoder, texts: list[str], keep: list[int], folder: Path | None)
     if folder is None or budget <= 0 or not keep:
         return None
     dimension = embedding_dimension(encoder)
-    longest = getattr(encoder, "max_seq_length", None) or 512  # a longer text is cut to this many pieces
+    longest = max_pieces(encoder)
     estimate = sum(min(len(texts[row]) / _CHARS_PER_PIECE, longest) for row in keep)
     if stored_bytes(int(estimate), dimension) > 2 * budget:
         return None

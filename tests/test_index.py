@@ -75,9 +75,9 @@ def test_search_never_returns_faiss_padding(policy_copy, tmp_path, encoder):
     """Asking FAISS for more neighbours than there are units pads with id -1; those must never be returned."""
     index = build_index(policy_copy, encoder, "all-MiniLM-L6-v2")
     vector = encoder.encode(["logo"], normalize_embeddings=True)[0]
-    hits = index.search_units(vector, len(index.units) + 50)
-    assert len(hits) == len(index.units)
-    assert all(0 <= unit_id < len(index.units) for unit_id, _ in hits)
+    ids, scores = index.nearest_units(vector, len(index.units) + 50)
+    assert len(ids) == len(scores) == len(index.units)
+    assert all(0 <= unit_id < len(index.units) for unit_id in ids.tolist())
 
 
 def test_killed_mid_build_leaves_previous_index_live(policy_copy, tmp_path, encoder):
